@@ -1,0 +1,1 @@
+"""Prompt Cache Playground: the Django project and its apps."""

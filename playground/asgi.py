@@ -1,0 +1,30 @@
+"""ASGI entry point: HTTP through Django, WebSockets through Channels.
+
+WebSockets are authenticated by the session cookie (AuthMiddlewareStack) and must come from
+an allowed Origin (AllowedHostsOriginValidator), so another site cannot open a socket with
+a visitor's cookie.
+"""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "playground.settings")
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from playground.chat import dispatch  # noqa: E402
+from playground.chat.routing import websocket_urlpatterns  # noqa: E402
+
+application = dispatch.LoopBinding(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        }
+    )
+)

@@ -1,0 +1,42 @@
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from playground import events
+
+from . import rendering, selectors
+
+
+class SessionConsumer(AsyncWebsocketConsumer):
+    """One browser tab on one session: receives the session's HTML events, sends nothing.
+
+    Ownership is checked before joining the group; on join, in-flight replies are re-sent as
+    snapshots so a reload or a second tab continues mid-stream without a gap.
+    """
+
+    group: str | None = None
+
+    async def connect(self):
+        user = self.scope.get("user")
+        session_id = self.scope["url_route"]["kwargs"]["session_id"]
+        session = await database_sync_to_async(selectors.session_find)(session_id=session_id, user=user)
+        if session is None:
+            await self.close(code=4404)
+            return
+        self.group = events.session_group(session.id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        for message in await database_sync_to_async(selectors.in_flight_messages)(session=session):
+            live = await events.live_store().aget(message.id)
+            if live is not None:
+                seq, text = live
+                await self.send(text_data=rendering.snapshot(message_id=message.id, seq=seq, text=text))
+
+    async def disconnect(self, code):
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        """Browsers only listen on this socket; anything they send is ignored."""
+
+    async def session_html(self, event):
+        await self.send(text_data=event["html"])

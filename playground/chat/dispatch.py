@@ -1,0 +1,129 @@
+"""How a generation job is started: a Celery task in production, a coroutine on the web
+server's own event loop in embedded mode. Both run `generation.generation_run`.
+
+Embedded mode must run on the server's loop: the in-memory channel layer is a set of asyncio
+queues that only that loop may touch, so a reply generated on another loop would never reach
+the browser. `LoopBinding` records that loop as requests arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+from concurrent.futures import Future
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+_server_loop: asyncio.AbstractEventLoop | None = None
+_running: set = set()  # strong references: a task nobody holds can be garbage-collected
+SWEEP_EVERY_SECONDS = 30
+
+
+class LoopBinding:
+    """ASGI wrapper that remembers the event loop the server runs the app on."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        global _server_loop
+        loop = asyncio.get_running_loop()
+        if _server_loop is not loop:
+            _server_loop = loop
+            if settings.PLAYGROUND_GENERATION == "inprocess":
+                _keep(loop.create_task(_sweep_forever()))
+        return await self.app(scope, receive, send)
+
+
+def _keep(handle) -> None:
+    _running.add(handle)
+
+    def done(fut) -> None:
+        _running.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            logger.error("background job failed", exc_info=fut.exception())
+
+    handle.add_done_callback(done)
+
+
+async def _sweep_forever() -> None:
+    """Embedded mode has no Celery beat: sweep stale turns from the server's loop."""
+    from channels.db import database_sync_to_async
+
+    from .services import turns_sweep_stale
+
+    while True:
+        await asyncio.sleep(SWEEP_EVERY_SECONDS)
+        try:
+            await database_sync_to_async(turns_sweep_stale)()
+        except Exception:  # noqa: BLE001 - a failed sweep must not end the loop
+            logger.exception("stale-turn sweep failed")
+
+
+def _spawn(loop: asyncio.AbstractEventLoop, coro) -> None:
+    """Start `coro` as a task on `loop` from any thread, in a fresh context.
+
+    A fresh context matters: the caller is usually a request's sync view thread, whose
+    context holds asgiref's per-request executor. A job that inherited it would try to run
+    its database calls on that executor after the request ended, and fail.
+    """
+    loop.call_soon_threadsafe(lambda: _keep(loop.create_task(coro)), context=contextvars.Context())
+
+
+def run_in_process(coro) -> None:
+    loop = _server_loop
+    if loop is None or loop.is_closed():
+        # No ASGI server in this process (a shell, a management command): run it alone.
+        threading.Thread(target=asyncio.run, args=(coro,), daemon=True, name="generation").start()
+        return
+    _spawn(loop, coro)
+
+
+def generation_start(turn_id: int) -> None:
+    """Start generating a turn. Call after the transaction that created it commits."""
+    from .generation import generation_run
+
+    if settings.PLAYGROUND_GENERATION == "celery":
+        from .tasks import generate
+
+        generate.delay(turn_id)
+    else:
+        run_in_process(generation_run(turn_id))
+
+
+# --- worker side --------------------------------------------------------------------------
+
+_worker_loop: asyncio.AbstractEventLoop | None = None
+_worker_lock = threading.Lock()
+
+
+def worker_loop() -> asyncio.AbstractEventLoop:
+    """One event loop per worker process, shared by all its generation tasks.
+
+    Celery's thread pool gives each task a thread that only waits; the streams themselves
+    share this loop, one HTTP connection pool and one channel-layer connection pool.
+    """
+    global _worker_loop
+    with _worker_lock:
+        if _worker_loop is None or _worker_loop.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, daemon=True, name="generation-loop").start()
+            _worker_loop = loop
+        return _worker_loop
+
+
+def run_on_worker_loop(coro) -> None:
+    """Run `coro` on the worker's shared loop and wait for it (the Celery task's thread)."""
+    loop = worker_loop()
+    done: Future = Future()
+
+    def start() -> None:
+        task = loop.create_task(coro)
+        task.add_done_callback(lambda t: done.set_exception(t.exception()) if not t.cancelled() and t.exception() else done.set_result(None))
+
+    loop.call_soon_threadsafe(start, context=contextvars.Context())
+    done.result()

@@ -1,0 +1,44 @@
+from django import forms
+from django.conf import settings
+from django.core.validators import RegexValidator
+
+from playground.caching.keys import SCOPE_CHOICES
+from playground.providers.registry import providers
+
+from .models import ChatSession
+
+EFFORTS = [("", "Model default"), ("minimal", "Minimal"), ("low", "Low"), ("medium", "Medium"), ("high", "High")]
+
+
+def _provider_choices():
+    return [(p.slug, p.label) for p in providers().values()]
+
+
+class SessionSettingsForm(forms.ModelForm):
+    """The settings drawer. Every field is bounded: out-of-range input is a form error."""
+
+    title = forms.CharField(max_length=120)
+    provider = forms.ChoiceField(choices=_provider_choices)
+    model = forms.CharField(
+        max_length=100,
+        validators=[RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$", "Letters, digits and . _ : / - only.")],
+    )
+    system_prompt = forms.CharField(required=False, strip=False, widget=forms.Textarea(attrs={"rows": 6}))
+    temperature = forms.FloatField(required=False, min_value=0.0, max_value=2.0)
+    max_output_tokens = forms.IntegerField(required=False, min_value=1, max_value=200_000)
+    reasoning_effort = forms.ChoiceField(required=False, choices=EFFORTS)
+    cache_scope = forms.ChoiceField(choices=SCOPE_CHOICES)
+
+    class Meta:
+        model = ChatSession
+        fields = [
+            "title", "provider", "model", "api", "system_prompt", "temperature",
+            "max_output_tokens", "reasoning_effort", "cache_scope", "extended_retention",
+        ]
+
+    def clean_system_prompt(self):
+        text = self.cleaned_data["system_prompt"]
+        limit = settings.PLAYGROUND_MAX_SYSTEM_PROMPT_CHARS
+        if len(text) > limit:
+            raise forms.ValidationError(f"The system prompt is {len(text):,} characters; the limit is {limit:,}.")
+        return text

@@ -1,0 +1,218 @@
+"""The generation job: one reply, from pending to finished.
+
+The same coroutine runs in a Celery worker (production) and on the web server's own event
+loop (embedded); only how it is started differs (dispatch.py). It reads the branch path,
+decrypts the user's key (here and nowhere else), streams the reply through the SDK module,
+publishes coalesced deltas, saves partial text as it goes, listens for a stop, and on the
+way out stores usage, timings and cost, whatever happened upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import partial
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from playground import events
+from playground.caching import keys, pricing
+from playground.llm.client import ReplyDone, ReplyRequest, TextDelta, UpstreamError, stream_reply
+from playground.llm.types import NOT_REPORTED
+from playground.providers.crypto import KeyUnreadable
+from playground.providers.registry import providers
+from playground.providers.selectors import key_plaintext
+from playground.providers.services import api_key_touch
+
+from . import rendering
+from .models import Message, Turn
+from .reply_request import reply_request_for, turn_cache_key
+from .selectors import message_path
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 10.0
+
+
+@dataclass
+class Job:
+    turn_id: int
+    message_id: int
+    session_id: int
+    request: ReplyRequest = field(repr=False)
+    price_provider: str
+    requested_at: object
+
+
+@dataclass
+class Outcome:
+    started: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    done: ReplyDone | None = None
+    error: UpstreamError | None = None
+    stopped: bool = False
+
+
+def _fail_before_start(turn: Turn, *, kind: str, message: str) -> None:
+    Message.objects.filter(pk=turn.message_id).update(status=Message.Status.FAILED)
+    Turn.objects.filter(pk=turn.pk).update(error_kind=kind, error_message=message, finished_at=timezone.now())
+
+
+def _start(turn_id: int) -> tuple[Job | None, bool]:
+    """Claim a pending turn and build its request. Returns (job, changed-without-running)."""
+    with transaction.atomic():
+        turn = Turn.objects.select_for_update().select_related("message").filter(pk=turn_id).first()
+        if turn is None or turn.message.status != Message.Status.PENDING:
+            return None, False  # already ran, stopped, or deleted: nothing to do
+        if turn.stop_requested:
+            Message.objects.filter(pk=turn.message_id).update(status=Message.Status.STOPPED)
+            return None, True
+        provider = providers().get(turn.provider)
+        if provider is None:
+            _fail_before_start(turn, kind="config", message=f"The provider '{turn.provider}' is no longer configured on this server.")
+            return None, True
+        try:
+            api_key = key_plaintext(user_id=turn.user_id, key_ref=turn.key_ref)
+        except (LookupError, KeyUnreadable):
+            _fail_before_start(
+                turn,
+                kind="key",
+                message=f"The key for {provider.label} is gone (deleted, expired, or its browser session ended). Add it on the Keys page, then retry.",
+            )
+            return None, True
+        nonce = keys.baseline_nonce() if turn.cache_scope == "uncached-baseline" else None
+        turn.prompt_cache_key = turn_cache_key(turn, nonce=nonce)
+        turn.params = {**turn.params, "baseline_nonce": nonce}
+        turn.requested_at = turn.heartbeat_at = timezone.now()
+        turn.save(update_fields=["prompt_cache_key", "params", "requested_at", "heartbeat_at"])
+        Message.objects.filter(pk=turn.message_id).update(status=Message.Status.STREAMING)
+        path = message_path(message_id=turn.message.parent_id)
+        request = reply_request_for(turn=turn, provider=provider, path=path, api_key=api_key, nonce=nonce)
+    api_key_touch(key_ref=turn.key_ref)
+    job = Job(turn.pk, turn.message_id, turn.session_id, request, provider.price_provider, turn.requested_at)
+    return job, False
+
+
+def _save_partial(job: Job, text: str) -> None:
+    Message.objects.filter(pk=job.message_id, status=Message.Status.STREAMING).update(content=text)
+    Turn.objects.filter(pk=job.turn_id).update(heartbeat_at=timezone.now())
+
+
+def _heartbeat(job: Job) -> bool:
+    """Prove the job is alive (for the stale sweeper); return whether a stop was requested."""
+    Turn.objects.filter(pk=job.turn_id).update(heartbeat_at=timezone.now())
+    return Turn.objects.filter(pk=job.turn_id, stop_requested=True).exists()
+
+
+def _finish(job: Job, outcome: Outcome, text: str) -> None:
+    done, error = outcome.done, outcome.error
+    if outcome.stopped:
+        status = Message.Status.STOPPED
+    elif error is not None:
+        status = Message.Status.INCOMPLETE if text else Message.Status.FAILED
+    else:
+        status = Message.Status.DONE
+    usage = done.usage if done is not None else NOT_REPORTED
+    model_resolved = (done.model if done else None) or ""
+    cost = pricing.turn_cost(
+        usage=usage, model=model_resolved or job.request.model, provider_id=job.price_provider, at=job.requested_at
+    )
+    now = time.monotonic()
+    reported = usage.reported
+    with transaction.atomic():
+        Message.objects.filter(pk=job.message_id).update(content=text, status=status)
+        Turn.objects.filter(pk=job.turn_id).update(
+            finished_at=timezone.now(),
+            model_resolved=model_resolved,
+            finish_reason=(done.finish_reason or "") if done else ("stopped" if outcome.stopped else ""),
+            ttft_ms=round((outcome.first_token_at - outcome.started) * 1000) if outcome.first_token_at else None,
+            total_ms=round((now - outcome.started) * 1000),
+            usage_reported=reported,
+            usage_missing=list(usage.missing),
+            prompt_tokens=usage.prompt_tokens if reported else None,
+            cached_tokens=usage.cached_tokens if reported else None,
+            cache_write_tokens=usage.cache_write_tokens if reported else None,
+            output_tokens=usage.output_tokens if reported else None,
+            reasoning_tokens=usage.reasoning_tokens if reported else None,
+            error_kind=error.kind if error else ("stopped" if outcome.stopped else ""),
+            error_message=error.message if error else "",
+            retry_after=error.retry_after if error else None,
+            price_known=cost.known,
+            cost_actual=cost.actual,
+            cost_uncached=cost.uncached,
+        )
+
+
+async def _consume(job: Job, stream: events.DeltaStream, outcome: Outcome) -> None:
+    last_save = time.monotonic()
+    try:
+        async for event in stream_reply(job.request):
+            if isinstance(event, TextDelta):
+                if outcome.first_token_at is None:
+                    outcome.first_token_at = time.monotonic()
+                await stream.add(event.text)
+                if time.monotonic() - last_save >= settings.PLAYGROUND_SAVE_INTERVAL:
+                    last_save = time.monotonic()
+                    await database_sync_to_async(_save_partial)(job, stream.text)
+            else:
+                outcome.done = event
+    except UpstreamError as exc:
+        outcome.error = exc
+        logger.info("turn %s failed upstream: %s (status %s)", job.turn_id, exc.kind, exc.status)
+
+
+async def _watch(job: Job, consumer: asyncio.Task, outcome: Outcome) -> None:
+    """Stop the consumer when asked (over the channel layer, or the DB flag), and heart-beat."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    group = events.turn_group(job.turn_id)
+    await layer.group_add(group, channel)
+    try:
+        while True:
+            try:
+                message = await asyncio.wait_for(layer.receive(channel), timeout=HEARTBEAT_SECONDS)
+                stop = message.get("type") == events.STOP_EVENT
+            except TimeoutError:
+                stop = await database_sync_to_async(_heartbeat)(job)
+            if stop:
+                outcome.stopped = True
+                consumer.cancel()
+                return
+    finally:
+        await layer.group_discard(group, channel)
+
+
+async def generation_run(turn_id: int) -> None:
+    """Run one turn to the end. Safe to call twice: only a pending turn is claimed."""
+    job, changed = await database_sync_to_async(_start)(turn_id)
+    if job is None:
+        if changed:
+            turn = await Turn.objects.only("message_id", "session_id").aget(pk=turn_id)
+            html = await database_sync_to_async(rendering.message_replaced)(message_id=turn.message_id)
+            await events.publish(turn.session_id, html)
+        return
+    stream = events.DeltaStream(
+        session_id=job.session_id, message_id=job.message_id, render=partial(rendering.delta, job.message_id)
+    )
+    outcome = Outcome()
+    consumer = asyncio.create_task(_consume(job, stream, outcome))
+    watcher = asyncio.create_task(_watch(job, consumer, outcome))
+    try:
+        await consumer
+    except asyncio.CancelledError:
+        if not outcome.stopped:
+            consumer.cancel()
+            raise  # we are being shut down; the sweeper will mark the turn
+    finally:
+        watcher.cancel()
+    await stream.flush()
+    await database_sync_to_async(_finish)(job, outcome, stream.text)
+    html = await database_sync_to_async(rendering.message_replaced)(message_id=job.message_id)
+    await events.publish(job.session_id, html)
+    await events.live_store().aclear(job.message_id)

@@ -1,0 +1,125 @@
+"""Sessions are conversation trees. Messages are nodes (each has a parent); a Branch is just a
+pointer to a node, so forking copies nothing. A Turn is one upstream request: the settings it
+was sent with, the exact cache key, and the usage, timings and cost that came back.
+"""
+
+from django.conf import settings
+from django.db import models
+
+
+class ChatSession(models.Model):
+    class Api(models.TextChoices):
+        CHAT = "chat", "Chat Completions"
+        RESPONSES = "responses", "Responses"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_sessions")
+    title = models.CharField(max_length=120, default="New session")
+    provider = models.CharField(max_length=64)
+    model = models.CharField(max_length=100)
+    api = models.CharField(max_length=16, choices=Api.choices, default=Api.CHAT)
+    system_prompt = models.TextField(blank=True)
+    temperature = models.FloatField(null=True, blank=True)
+    max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    reasoning_effort = models.CharField(max_length=16, blank=True)
+    cache_scope = models.CharField(max_length=24, default="session")
+    extended_retention = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    class Status(models.TextChoices):
+        DONE = "done"
+        PENDING = "pending"  # dispatched, no token yet
+        STREAMING = "streaming"
+        STOPPED = "stopped"  # the user stopped it; partial text kept
+        INCOMPLETE = "incomplete"  # the stream broke; partial text kept
+        FAILED = "failed"  # nothing usable came back
+
+    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="messages")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    depth = models.PositiveIntegerField(default=0)
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DONE)
+    # The branch this node was written on (forks and "which branch" explanations).
+    branch = models.ForeignKey("Branch", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["session", "parent"])]
+
+    @property
+    def in_flight(self) -> bool:
+        return self.status in (self.Status.PENDING, self.Status.STREAMING)
+
+
+class Branch(models.Model):
+    """A named pointer to a node of the tree; its path is root → head."""
+
+    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="branches")
+    name = models.CharField(max_length=80)
+    head = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    forked_from = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Turn(models.Model):
+    """One upstream request and what came back, attached to the assistant message it made."""
+
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="turn")
+    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="turns")
+    branch = models.ForeignKey(Branch, null=True, blank=True, on_delete=models.SET_NULL, related_name="turns")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # What was sent (a snapshot: session settings can change later).
+    provider = models.CharField(max_length=64)
+    api = models.CharField(max_length=16)
+    model = models.CharField(max_length=100)
+    params = models.JSONField(default=dict, blank=True)
+    key_ref = models.CharField(max_length=80, blank=True)
+    cache_scope = models.CharField(max_length=24, blank=True)
+    prompt_cache_key = models.CharField(max_length=64, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    requested_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    stop_requested = models.BooleanField(default=False)
+    # What came back.
+    model_resolved = models.CharField(max_length=120, blank=True)
+    finish_reason = models.CharField(max_length=32, blank=True)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    total_ms = models.PositiveIntegerField(null=True, blank=True)
+    usage_reported = models.BooleanField(default=False)
+    usage_missing = models.JSONField(default=list, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    cached_tokens = models.PositiveIntegerField(null=True, blank=True)
+    cache_write_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    reasoning_tokens = models.PositiveIntegerField(null=True, blank=True)
+    error_kind = models.CharField(max_length=32, blank=True)
+    error_message = models.TextField(blank=True)
+    retry_after = models.PositiveIntegerField(null=True, blank=True)
+    # Money, priced at requested_at (Decimal; null = price unknown).
+    price_known = models.BooleanField(default=False)
+    cost_actual = models.DecimalField(max_digits=20, decimal_places=12, null=True, blank=True)
+    cost_uncached = models.DecimalField(max_digits=20, decimal_places=12, null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["session", "created_at"])]

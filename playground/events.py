@@ -1,0 +1,176 @@
+"""Real-time fan-out, in one place: group names, event types, the live-text store, and the
+coalescing delta sender.
+
+Every browser tab on a session joins `session-<id>`; every event is a ready HTML fragment
+(rendered once, from the same template partials as the pages, autoescaped) that the htmx
+WebSocket extension swaps out-of-band. Generation jobs also listen on `turn-<id>` for a stop.
+
+Gap-free joins: the generation writes the whole text so far to the live store *before* it
+publishes each delta, and a joining tab subscribes first and reads the store second. So the
+snapshot covers every delta the tab missed, and deltas it sees twice carry a sequence number
+at or below the snapshot's, which the browser drops (static/js/app.js).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import weakref
+from collections.abc import Callable
+from functools import cache
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+HTML_EVENT = "session.html"  # handled by SessionConsumer.session_html
+STOP_EVENT = "turn.stop"
+LIVE_TTL_SECONDS = 3600
+
+
+def session_group(session_id: int) -> str:
+    return f"session-{session_id}"
+
+
+def turn_group(turn_id: int) -> str:
+    return f"turn-{turn_id}"
+
+
+async def publish(session_id: int, html: str) -> None:
+    """Send an HTML fragment to every tab open on the session."""
+    await get_channel_layer().group_send(session_group(session_id), {"type": HTML_EVENT, "html": html})
+
+
+def publish_sync(session_id: int, html: str) -> None:
+    async_to_sync(publish)(session_id, html)
+
+
+async def stop_send(turn_id: int) -> None:
+    await get_channel_layer().group_send(turn_group(turn_id), {"type": STOP_EVENT})
+
+
+def stop_send_sync(turn_id: int) -> None:
+    async_to_sync(stop_send)(turn_id)
+
+
+# --- live text: the text of an in-flight reply, newer than the database copy -------------
+
+
+class _MemoryLive:
+    """Embedded mode: one process serves pages and runs generation, so a dict is shared."""
+
+    def __init__(self) -> None:
+        self._data: dict[int, tuple[int, str]] = {}
+
+    async def aset(self, message_id: int, seq: int, text: str) -> None:
+        self._data[message_id] = (seq, text)
+
+    def get(self, message_id: int) -> tuple[int, str] | None:
+        return self._data.get(message_id)
+
+    async def aget(self, message_id: int) -> tuple[int, str] | None:
+        return self._data.get(message_id)
+
+    async def aclear(self, message_id: int) -> None:
+        self._data.pop(message_id, None)
+
+
+class _RedisLive:
+    """Production: workers write, web servers read, through Redis."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self._url = url
+        self._sync = redis.Redis.from_url(url)
+        # redis.asyncio clients are bound to the loop that created them.
+        self._async: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def _aclient(self):
+        import redis.asyncio
+
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is None:
+            client = self._async[loop] = redis.asyncio.Redis.from_url(self._url)
+        return client
+
+    @staticmethod
+    def _key(message_id: int) -> str:
+        return f"pcp:live:{message_id}"
+
+    @staticmethod
+    def _decode(raw) -> tuple[int, str] | None:
+        if raw is None:
+            return None
+        seq, text = json.loads(raw)
+        return int(seq), text
+
+    async def aset(self, message_id: int, seq: int, text: str) -> None:
+        await self._aclient().set(self._key(message_id), json.dumps([seq, text]), ex=LIVE_TTL_SECONDS)
+
+    def get(self, message_id: int) -> tuple[int, str] | None:
+        return self._decode(self._sync.get(self._key(message_id)))
+
+    async def aget(self, message_id: int) -> tuple[int, str] | None:
+        return self._decode(await self._aclient().get(self._key(message_id)))
+
+    async def aclear(self, message_id: int) -> None:
+        await self._aclient().delete(self._key(message_id))
+
+
+@cache
+def live_store() -> _MemoryLive | _RedisLive:
+    return _RedisLive(settings.REDIS_URL) if settings.REDIS_URL else _MemoryLive()
+
+
+# --- the coalescing delta sender ----------------------------------------------------------
+
+
+class DeltaStream:
+    """Collects a reply's tokens and sends them at most every `interval` seconds.
+
+    Per-token sends would cost one channel-layer message per token per tab; coalescing keeps
+    the cost per stream flat while the lag stays under `interval`. A pending tail is flushed
+    by a timer, so a pause in the tokens never strands text in the buffer.
+    """
+
+    def __init__(self, *, session_id: int, message_id: int, render: Callable[[int, str], str], interval: float | None = None):
+        self.session_id = session_id
+        self.message_id = message_id
+        self.render = render
+        self.interval = settings.PLAYGROUND_DELTA_INTERVAL if interval is None else interval
+        self.text = ""
+        self.seq = 0
+        self._pending = ""
+        self._last_sent = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._lock = asyncio.Lock()
+
+    async def add(self, text: str) -> None:
+        self.text += text
+        self._pending += text
+        due = self._last_sent + self.interval - time.monotonic()
+        if due <= 0:
+            await self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(due, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._timer = None
+        asyncio.ensure_future(self.flush())
+
+    async def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        async with self._lock:
+            if not self._pending:
+                return
+            chunk, self._pending = self._pending, ""
+            self.seq += 1
+            self._last_sent = time.monotonic()
+            # Store first, publish second: see the module docstring.
+            await live_store().aset(self.message_id, self.seq, self.text)
+            await publish(self.session_id, self.render(self.seq, chunk))

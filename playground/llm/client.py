@@ -1,0 +1,293 @@
+"""The only module that talks to the `openai` SDK.
+
+It turns a plain `ReplyRequest` (a branch path plus settings) into one streaming upstream
+call, yields plain `TextDelta`s and one `ReplyDone` with a typed `Usage`, and turns every
+SDK and transport failure into an `UpstreamError` whose message is safe to show a user.
+The API key lives only in the SDK client built here, for the length of one call; it is
+never logged, and no exception text from the upstream that could echo it is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import openai
+
+from .types import Usage
+
+logger = logging.getLogger(__name__)
+
+# One connection pool per event loop: httpx clients are bound to the loop that made them,
+# and a pool per call would pay a TCP (and TLS) handshake on every turn.
+_pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]" = weakref.WeakKeyDictionary()
+
+
+def _pool() -> httpx.AsyncClient:
+    loop = asyncio.get_running_loop()
+    client = _pools.get(loop)
+    if client is None or client.is_closed:
+        client = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
+        _pools[loop] = client
+    return client
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyRequest:
+    """Everything one upstream call needs, as plain data."""
+
+    base_url: str
+    api_key: str = field(repr=False)
+    api: str  # "chat" | "responses"
+    model: str
+    messages: list[dict[str, str]]  # the branch path, root first: {"role", "content"}
+    system_prompt: str = ""
+    temperature: float | None = None
+    max_output_tokens: int | None = None
+    max_tokens_param: str = "max_completion_tokens"
+    reasoning_effort: str = ""
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyDone:
+    usage: Usage
+    model: str | None
+    finish_reason: str | None
+
+
+class UpstreamError(Exception):
+    """A failed upstream call, with a message fit for the user and a stable `kind`."""
+
+    def __init__(self, kind: str, message: str, *, status: int | None = None, retry_after: int | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+
+def _client(*, base_url: str, api_key: str, connect_timeout: float, read_timeout: float, retries: int = 0):
+    return openai.AsyncOpenAI(
+        api_key=api_key or "no-key",
+        base_url=base_url,
+        max_retries=retries,
+        timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+        http_client=_pool(),
+    )
+
+
+async def list_models(*, base_url: str, api_key: str, timeout: float = 10.0) -> list[str]:
+    """The cheap call that proves a key works: list the models it can use."""
+    client = _client(base_url=base_url, api_key=api_key, connect_timeout=timeout, read_timeout=timeout, retries=1)
+    try:
+        page = await client.models.list()
+        return sorted(model.id for model in page.data)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a user-facing UpstreamError
+        raise _translate(exc, model=None, read_timeout=timeout) from None
+
+
+async def stream_reply(request: ReplyRequest) -> AsyncIterator[TextDelta | ReplyDone]:
+    """Stream one reply. Closing this generator early closes the upstream stream (stop)."""
+    client = _client(
+        base_url=request.base_url,
+        api_key=request.api_key,
+        connect_timeout=request.connect_timeout,
+        read_timeout=request.read_timeout,
+    )
+    streamer = _stream_chat if request.api == "chat" else _stream_responses
+    try:
+        async for event in streamer(client, request):
+            yield event
+    except (GeneratorExit, asyncio.CancelledError):
+        raise
+    except UpstreamError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise _translate(exc, model=request.model, read_timeout=request.read_timeout) from None
+
+
+def _common_params(request: ReplyRequest) -> dict[str, Any]:
+    params: dict[str, Any] = {"model": request.model, "stream": True}
+    if request.prompt_cache_key:
+        params["prompt_cache_key"] = request.prompt_cache_key
+    if request.safety_identifier:
+        params["safety_identifier"] = request.safety_identifier
+    if request.temperature is not None:
+        params["temperature"] = request.temperature
+    if request.extra_body:
+        params["extra_body"] = request.extra_body
+    return params
+
+
+async def _stream_chat(client: openai.AsyncOpenAI, request: ReplyRequest):
+    messages = ([{"role": "system", "content": request.system_prompt}] if request.system_prompt else []) + [
+        {"role": m["role"], "content": m["content"]} for m in request.messages
+    ]
+    params = _common_params(request) | {"messages": messages, "stream_options": {"include_usage": True}}
+    if request.max_output_tokens:
+        params[request.max_tokens_param] = request.max_output_tokens
+    if request.reasoning_effort:
+        params["reasoning_effort"] = request.reasoning_effort
+    usage: Usage | None = None
+    model: str | None = None
+    finish_reason: str | None = None
+    stream = await client.chat.completions.create(**params)
+    async with stream:
+        async for chunk in stream:
+            model = chunk.model or model
+            for choice in chunk.choices:
+                if choice.delta and choice.delta.content:
+                    yield TextDelta(choice.delta.content)
+                if choice.finish_reason:
+                    finish_reason = choice.finish_reason
+            if chunk.usage is not None:
+                usage = usage_from_chat(chunk.usage)
+    if finish_reason is None:
+        # The body ended without a finish chunk: the server closed the stream early.
+        raise UpstreamError("cut", "The stream ended before the reply was finished; partial text kept, usage not reported.")
+    yield ReplyDone(usage=usage or Usage(reported=False, missing=("usage",)), model=model, finish_reason=finish_reason)
+
+
+async def _stream_responses(client: openai.AsyncOpenAI, request: ReplyRequest):
+    params = _common_params(request) | {
+        "input": [{"role": m["role"], "content": m["content"]} for m in request.messages],
+        "store": False,
+    }
+    if request.system_prompt:
+        params["instructions"] = request.system_prompt
+    if request.max_output_tokens:
+        params["max_output_tokens"] = request.max_output_tokens
+    if request.reasoning_effort:
+        params["reasoning"] = {"effort": request.reasoning_effort}
+    stream = await client.responses.create(**params)
+    async with stream:
+        async for event in stream:
+            kind = getattr(event, "type", "")
+            if kind == "response.output_text.delta":
+                yield TextDelta(event.delta)
+            elif kind in ("response.completed", "response.incomplete"):
+                response = event.response
+                usage = usage_from_responses(response.usage) if response.usage else Usage(reported=False, missing=("usage",))
+                reason = "stop" if kind == "response.completed" else getattr(response.incomplete_details, "reason", "incomplete")
+                yield ReplyDone(usage=usage, model=response.model, finish_reason=reason)
+                return
+            elif kind in ("response.failed", "error"):
+                error = getattr(getattr(event, "response", None), "error", None) or event
+                message = getattr(error, "message", None) or "The provider reported an error."
+                raise UpstreamError("upstream", f"The provider failed the response: {message}")
+    raise UpstreamError("cut", "The stream ended before the reply was finished; partial text kept, usage not reported.")
+
+
+def _field(obj: Any, name: str, missing: list[str], label: str) -> int:
+    value = getattr(obj, name, None) if obj is not None else None
+    if value is None:
+        missing.append(label)
+        return 0
+    return int(value)
+
+
+def usage_from_chat(usage: Any) -> Usage:
+    """Chat Completions usage; null or absent fields count as 0 and are named in `missing`."""
+    missing: list[str] = []
+    prompt_details = getattr(usage, "prompt_tokens_details", None)
+    completion_details = getattr(usage, "completion_tokens_details", None)
+    cache_write = getattr(prompt_details, "cache_write_tokens", None) if prompt_details is not None else None
+    return Usage(
+        prompt_tokens=_field(usage, "prompt_tokens", missing, "prompt_tokens"),
+        cached_tokens=_field(prompt_details, "cached_tokens", missing, "cached_tokens"),
+        cache_write_tokens=int(cache_write or 0),
+        output_tokens=_field(usage, "completion_tokens", missing, "output_tokens"),
+        reasoning_tokens=_field(completion_details, "reasoning_tokens", missing, "reasoning_tokens"),
+        missing=tuple(missing),
+    )
+
+
+def usage_from_responses(usage: Any) -> Usage:
+    """Responses API usage, mapped onto the same fields."""
+    missing: list[str] = []
+    input_details = getattr(usage, "input_tokens_details", None)
+    output_details = getattr(usage, "output_tokens_details", None)
+    cache_write = getattr(input_details, "cache_write_tokens", None) if input_details is not None else None
+    return Usage(
+        prompt_tokens=_field(usage, "input_tokens", missing, "prompt_tokens"),
+        cached_tokens=_field(input_details, "cached_tokens", missing, "cached_tokens"),
+        cache_write_tokens=int(cache_write or 0),
+        output_tokens=_field(usage, "output_tokens", missing, "output_tokens"),
+        reasoning_tokens=_field(output_details, "reasoning_tokens", missing, "reasoning_tokens"),
+        missing=tuple(missing),
+    )
+
+
+def _retry_after(exc: openai.APIStatusError) -> int | None:
+    raw = exc.response.headers.get("retry-after") if exc.response is not None else None
+    try:
+        return max(int(float(raw)), 0) if raw else None
+    except ValueError:
+        return None
+
+
+def _api_message(exc: openai.APIStatusError) -> str:
+    """The upstream's own error message, for 400s only, trimmed (never for auth errors)."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    message = body.get("message") if "message" in body else (body.get("error") or {}).get("message")
+    return str(message or "")[:500]
+
+
+def _translate(exc: BaseException, *, model: str | None, read_timeout: float) -> UpstreamError:
+    what = f"model {model}" if model else "the models"
+    if isinstance(exc, openai.AuthenticationError):
+        return UpstreamError("auth", "The provider rejected the API key (401): it is wrong or revoked. Update it on the Keys page.", status=401)
+    if isinstance(exc, openai.PermissionDeniedError):
+        return UpstreamError("permission", f"This key has no access to {what} (403).", status=403)
+    if isinstance(exc, openai.NotFoundError):
+        return UpstreamError("not_found", f"The provider does not know {what}, or this key cannot use it (404).", status=404)
+    if isinstance(exc, openai.RateLimitError):
+        retry_after = _retry_after(exc)
+        wait = f" Retry after {retry_after} s." if retry_after is not None else " Wait a moment and retry."
+        return UpstreamError("rate_limit", f"Rate limited by the provider (429).{wait}", status=429, retry_after=retry_after)
+    if isinstance(exc, openai.BadRequestError):
+        body = exc.body if isinstance(exc.body, dict) else {}
+        code = body.get("code") or (body.get("error") or {}).get("code")
+        if code == "context_length_exceeded" or "context length" in _api_message(exc).lower():
+            return UpstreamError(
+                "context",
+                f"The conversation is too long for {what}'s context window. Fork from an earlier message, shorten the system prompt, or lower max output tokens.",
+                status=400,
+            )
+        return UpstreamError("bad_request", f"The provider refused the request (400): {_api_message(exc) or 'no reason given'}", status=400)
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        if status >= 500:
+            return UpstreamError("upstream", f"The provider had an error ({status}). Retry in a moment.", status=status)
+        return UpstreamError("bad_request", f"The provider refused the request ({status}): {_api_message(exc) or 'no reason given'}", status=status)
+    if isinstance(exc, openai.APITimeoutError):
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, httpx.ConnectTimeout):
+            return UpstreamError("timeout", "Could not connect to the provider in time (connect timeout).")
+        return UpstreamError("timeout", f"The provider stopped answering (no data for {read_timeout:g} s: read timeout).")
+    if isinstance(exc, httpx.ReadTimeout):
+        return UpstreamError("timeout", f"The provider stopped answering mid-reply (no data for {read_timeout:g} s: read timeout).")
+    if isinstance(exc, openai.APIConnectionError):
+        return UpstreamError("connect", "Could not reach the provider (connection failed).")
+    if isinstance(exc, (httpx.HTTPError, openai.APIError, ValueError)):
+        # Transport broke or the SSE was not valid JSON mid-stream.
+        return UpstreamError("cut", "The stream was cut mid-way; partial text kept, usage not reported.")
+    logger.error("unexpected upstream failure: %s", type(exc).__name__)
+    return UpstreamError("internal", "The reply failed unexpectedly. Retry, and tell the operator if it persists.")
+
+

@@ -1,0 +1,271 @@
+"""The one settings module. Everything comes from the environment, with safe embedded defaults.
+
+Embedded default (no variables set): SQLite under PLAYGROUND_DATA_DIR, an in-process channel
+layer, generation run on the web server's own event loop. Production: set DATABASE_URL
+(PostgreSQL) and REDIS_URL, and the app uses PostgreSQL, the Redis channel layer and cache,
+and Celery workers for generation. See README.md, "Configuration".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from cryptography.fernet import Fernet
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw not in (None, "") else default
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DATA_DIR = Path(os.environ.get("PLAYGROUND_DATA_DIR", BASE_DIR / "var"))
+DATABASE_URL = os.environ.get("DATABASE_URL", "")
+REDIS_URL = os.environ.get("REDIS_URL", "")
+# Production is "a real database and Redis were configured"; it turns off every
+# convenience default below that would be unsafe on a shared deployment.
+PRODUCTION = bool(DATABASE_URL and REDIS_URL)
+
+
+def _local_secret(filename: str, make) -> str:
+    """A secret generated once and kept in the data dir: embedded mode only.
+
+    Production must pass secrets in the environment; a generated file there would differ
+    between web and worker machines and silently break decryption.
+    """
+    if PRODUCTION:
+        raise ImproperlyConfigured(f"set the environment variable for {filename} in production")
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    path = DATA_DIR / filename
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(make())
+    return path.read_text().strip()
+
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or _local_secret(
+    "django_secret_key", lambda: secrets.token_urlsafe(50)
+)
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "channels",
+    "playground.accounts",
+    "playground.providers",
+    "playground.chat",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "playground.urls"
+ASGI_APPLICATION = "playground.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
+    if DATABASE_URL
+    else {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": DATA_DIR / "db.sqlite3",
+        # WAL + a busy timeout let the streaming writer and page readers overlap.
+        "OPTIONS": {
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+        },
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "pcp",
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# How a generation job is started: "celery" (workers, production) or "inprocess" (the web
+# server's own event loop, embedded mode). The generation code is the same either way.
+PLAYGROUND_GENERATION = os.environ.get("PLAYGROUND_GENERATION", "celery" if REDIS_URL else "inprocess")
+if PLAYGROUND_GENERATION not in {"celery", "inprocess"}:
+    raise ImproperlyConfigured("PLAYGROUND_GENERATION must be 'celery' or 'inprocess'")
+
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL or "memory://")
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = False
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
+# Serve straight from the finders too, so `make run` works before/without collectstatic.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+# Secure cookies and HSTS whenever the deployment says it is behind HTTPS.
+HTTPS = env_bool("PLAYGROUND_HTTPS", PRODUCTION)
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+# Only our own scripts and styles; htmx runs under it because it is served from /static/
+# and we disable its inline-style indicator injection (htmx.config.includeIndicatorStyles).
+SECURE_CSP = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    "img-src": ["'self'", "data:"],
+    "connect-src": ["'self'"],
+    "font-src": ["'self'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'self'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
+MIDDLEWARE.insert(1, "django.middleware.csp.ContentSecurityPolicyMiddleware")
+
+# --- The playground's own settings -------------------------------------------------------
+
+# Server secrets that encrypt users' API keys: comma-separated Fernet keys, the first
+# encrypts, all decrypt (rotate with `manage.py rotate_key_secrets`).
+PLAYGROUND_KEY_SECRETS = env_list("PLAYGROUND_KEY_SECRETS", "") or [
+    _local_secret("key_secrets", lambda: Fernet.generate_key().decode())
+]
+# Operator-set maximum age of a stored user key in days (0 = keys do not expire).
+PLAYGROUND_KEY_MAX_AGE_DAYS = env_int("PLAYGROUND_KEY_MAX_AGE_DAYS", 0)
+# Secret for keyed hashes sent upstream (safety_identifier); separate from SECRET_KEY so
+# rotating one does not change the other.
+PLAYGROUND_HASH_SECRET = os.environ.get("PLAYGROUND_HASH_SECRET") or SECRET_KEY
+
+# Operator-configured providers. OpenAI is always present; PLAYGROUND_PROVIDERS adds
+# OpenAI-compatible ones as a JSON list of {"name", "base_url", "api", "needs_key"}
+# (optional: "label", "simulator", "cache_rules", "models").
+PLAYGROUND_PROVIDERS = json.loads(os.environ.get("PLAYGROUND_PROVIDERS", "") or "[]")
+# Convenience for newcomers: the URL of a running OpenAI-wire simulator adds it as a provider.
+PLAYGROUND_SIMULATOR_URL = os.environ.get("PLAYGROUND_SIMULATOR_URL", "")
+PLAYGROUND_OPENAI_BASE_URL = os.environ.get("PLAYGROUND_OPENAI_BASE_URL", "https://api.openai.com/v1")
+
+# prompt_cache_key namespace; by default derived from this deployment's secret so two
+# deployments never share one.
+PLAYGROUND_CACHE_NAMESPACE = os.environ.get("PLAYGROUND_CACHE_NAMESPACE", "")
+PLAYGROUND_CACHE_BUCKETS = env_int("PLAYGROUND_CACHE_BUCKETS", 16)
+
+# Upstream timeouts (seconds) and limits.
+PLAYGROUND_CONNECT_TIMEOUT = float(os.environ.get("PLAYGROUND_CONNECT_TIMEOUT", "10"))
+PLAYGROUND_READ_TIMEOUT = float(os.environ.get("PLAYGROUND_READ_TIMEOUT", "60"))
+PLAYGROUND_MAX_MESSAGE_CHARS = env_int("PLAYGROUND_MAX_MESSAGE_CHARS", 100_000)
+PLAYGROUND_MAX_SYSTEM_PROMPT_CHARS = env_int("PLAYGROUND_MAX_SYSTEM_PROMPT_CHARS", 200_000)
+PLAYGROUND_MAX_FANOUT = env_int("PLAYGROUND_MAX_FANOUT", 8)
+# A streaming turn whose worker has not written for this long is marked failed.
+PLAYGROUND_STALE_STREAM_SECONDS = env_int("PLAYGROUND_STALE_STREAM_SECONDS", 90)
+# How often deltas are sent to browsers (coalesced) and partial text saved.
+PLAYGROUND_DELTA_INTERVAL = float(os.environ.get("PLAYGROUND_DELTA_INTERVAL", "0.05"))
+PLAYGROUND_SAVE_INTERVAL = float(os.environ.get("PLAYGROUND_SAVE_INTERVAL", "1.0"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("PLAYGROUND_LOG_LEVEL", "INFO")},
+    "loggers": {
+        # httpx logs every request line; keep it quiet (it never logs headers, but a
+        # provider URL with a query string could carry something we do not want).
+        "httpx": {"level": "WARNING"},
+        "openai": {"level": "WARNING"},
+    },
+}
+
+# Production sweeps stale turns from Celery beat (docker/compose.yaml runs it).
+CELERY_BEAT_SCHEDULE = {"sweep-stale-turns": {"task": "chat.sweep_stale", "schedule": 30.0}}

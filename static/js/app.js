@@ -1,0 +1,86 @@
+// Small behaviours htmx does not cover. No inline scripts: the CSP allows only our files.
+(function () {
+  "use strict";
+
+  // Streaming deltas carry a sequence number. A tab that joined mid-reply got a snapshot
+  // with the text up to some seq; deltas at or below it are already shown: drop them.
+  // Appends marked data-dedupe skip nodes the page already has (the tab that sent a
+  // message gets it both in its POST response and over the WebSocket).
+  document.addEventListener("htmx:oobBeforeSwap", function (evt) {
+    var frag = evt.detail.fragment;
+    var target = evt.detail.target;
+    var el = frag && frag.nodeType === 1 ? frag : null;
+    if (!el || !target) return;
+    if (el.hasAttribute("data-seq")) {
+      var seq = parseInt(el.getAttribute("data-seq"), 10);
+      var have = parseInt(target.getAttribute("data-seq") || "0", 10);
+      var snapshot = el.hasAttribute("data-snapshot");
+      if (snapshot ? seq < have : seq <= have) {
+        evt.detail.shouldSwap = false;
+        return;
+      }
+      target.setAttribute("data-seq", String(seq));
+    }
+    if (el.hasAttribute("data-dedupe")) {
+      Array.prototype.slice.call(el.children).forEach(function (child) {
+        if (child.id && document.getElementById(child.id)) child.remove();
+      });
+      var empty = target.querySelector(".empty");
+      if (empty) empty.remove();
+    }
+  });
+
+  // Auto-scroll the thread while the user is at the bottom; stop when they scroll up.
+  var stick = true;
+  function thread() { return document.querySelector("[data-thread]"); }
+  function atBottom(el) { return el.scrollHeight - el.scrollTop - el.clientHeight < 40; }
+  document.addEventListener("scroll", function (evt) {
+    var t = thread();
+    if (t && evt.target === t) stick = atBottom(t);
+  }, true);
+  function follow() {
+    var t = thread();
+    if (t && stick) t.scrollTop = t.scrollHeight;
+  }
+  document.addEventListener("htmx:oobAfterSwap", follow);
+  document.addEventListener("htmx:afterSwap", follow);
+  document.addEventListener("DOMContentLoaded", function () { stick = true; follow(); });
+
+  // Enter sends, Shift+Enter makes a new line.
+  document.addEventListener("keydown", function (evt) {
+    var box = evt.target;
+    if (!box.matches || !box.matches("[data-composer]")) return;
+    if (evt.key === "Enter" && !evt.shiftKey && !evt.isComposing) {
+      evt.preventDefault();
+      if (box.value.trim()) box.form.requestSubmit();
+    }
+  });
+  // Keep focus in the composer after it is re-rendered.
+  document.addEventListener("htmx:afterSwap", function (evt) {
+    if (evt.detail.target && evt.detail.target.id === "composer") {
+      var box = document.querySelector("[data-composer]");
+      if (box) { box.focus(); box.setSelectionRange(box.value.length, box.value.length); }
+    }
+  });
+})();
+
+// A refused htmx request (409, 429, 500...) says why in a toast instead of failing silently.
+(function () {
+  "use strict";
+  var timer = null;
+  function toast(text) {
+    var box = document.getElementById("toast");
+    if (!box) return;
+    box.textContent = text;
+    box.hidden = false;
+    clearTimeout(timer);
+    timer = setTimeout(function () { box.hidden = true; }, 8000);
+  }
+  document.addEventListener("htmx:responseError", function (evt) {
+    var xhr = evt.detail.xhr;
+    var type = (xhr.getResponseHeader("Content-Type") || "");
+    var text = type.indexOf("text/plain") === 0 && xhr.responseText ? xhr.responseText : "The server refused that (" + xhr.status + "). Try again.";
+    toast(text);
+  });
+  document.addEventListener("htmx:sendError", function () { toast("Could not reach the server. Check your connection and try again."); });
+})();
