@@ -67,7 +67,7 @@ def _fail_before_start(turn: Turn, *, kind: str, message: str) -> None:
 def _start(turn_id: int) -> tuple[Job | None, bool]:
     """Claim a pending turn and build its request. Returns (job, changed-without-running)."""
     with transaction.atomic():
-        turn = Turn.objects.select_for_update().select_related("message").filter(pk=turn_id).first()
+        turn = Turn.objects.select_for_update(of=("self",)).select_related("message").filter(pk=turn_id).first()
         if turn is None or turn.message.status != Message.Status.PENDING:
             return None, False  # already ran, stopped, or deleted: nothing to do
         if turn.stop_requested:

@@ -120,7 +120,7 @@ def message_send(*, session: ChatSession, branch: Branch, user, content: str, we
     content = _validate_content(content)
     key_ref = _key_ref(session=session, user=user, web_session=web_session)
     with transaction.atomic():
-        branch = Branch.objects.select_for_update().select_related("head").get(pk=branch.pk)
+        branch = Branch.objects.select_for_update(of=("self",)).select_related("head").get(pk=branch.pk)
         head = branch.head
         if head is not None and head.in_flight:
             raise ChatError("A reply is still streaming on this branch. Stop it or wait for it to finish; your message is still here.")

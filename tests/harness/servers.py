@@ -1,0 +1,187 @@
+"""Real app processes for end-to-end tests.
+
+`embedded`: one uvicorn process on SQLite with the in-memory channel layer and in-process
+generation (what `make run` serves). `production`: uvicorn + a Celery worker process, on a
+fresh PostgreSQL database and a Redis database, the way docker/compose.yaml runs it. Tests
+talk to them only over HTTP and WebSockets, like a browser would, and read their logs and
+database to check what was stored.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from cryptography.fernet import Fernet
+
+ROOT = Path(__file__).resolve().parents[2]
+PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log.read_text()[-3000:]}")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server did not answer at {url}:\n{log.read_text()[-3000:]}")
+
+
+@dataclass
+class AppServer:
+    mode: str
+    workdir: Path
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    database_url: str = ""
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _log(self, name: str) -> Path:
+        return self.workdir / f"{name}.log"
+
+    def manage(self, *args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=300
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
+        return out.stdout
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log = self._log(name).open("ab")
+        proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def start_web(self) -> None:
+        proc = self._spawn(
+            "web",
+            [sys.executable, "-m", "uvicorn", "playground.asgi:application", "--host", "127.0.0.1", "--port", str(self.port)],
+        )
+        _wait_http(self.base_url + "/login/", proc, self._log("web"))
+
+    def start_worker(self) -> None:
+        proc = self._spawn(
+            "worker",
+            [sys.executable, "-m", "celery", "-A", "playground", "worker", "--pool", "threads", "--concurrency", "32",
+             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat", "--hostname", f"w{self.port}@%h"],
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited:\n{self._log('worker').read_text()[-3000:]}")
+            if "ready." in self._log("worker").read_text(errors="replace"):
+                return
+            time.sleep(0.2)
+        raise RuntimeError("celery worker did not become ready")
+
+    def kill(self, name: str) -> None:
+        """Kill a process the hard way (SIGKILL), as a crash would."""
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    def stop(self) -> None:
+        for name in list(self.procs):
+            proc = self.procs.pop(name)
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("*.log")))
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Read the app's database directly (what is really stored)."""
+        if self.mode == "embedded":
+            with sqlite3.connect(self.workdir / "data" / "db.sqlite3") as conn:
+                return conn.execute(sql.replace("%s", "?"), params).fetchall()
+        import psycopg
+
+        with psycopg.connect(self.database_url) as conn:
+            return conn.execute(sql, params).fetchall()
+
+
+def _base_env(workdir: Path, simulator_url: str, extra: dict[str, str] | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
+    env.update(
+        PYTHONUNBUFFERED="1",
+        PLAYGROUND_DATA_DIR=str(workdir / "data"),
+        PLAYGROUND_SIMULATOR_URL=simulator_url,
+        PLAYGROUND_LOG_LEVEL="INFO",
+        PLAYGROUND_READ_TIMEOUT="3",
+        PLAYGROUND_CONNECT_TIMEOUT="2",
+        PLAYGROUND_STALE_STREAM_SECONDS="6",
+    )
+    env.update(extra or {})
+    return env
+
+
+def start_embedded(workdir: Path, *, simulator_url: str, extra_env: dict[str, str] | None = None) -> AppServer:
+    server = AppServer("embedded", workdir, _base_env(workdir, simulator_url, extra_env))
+    server.manage("migrate", "--noinput", "-v0")
+    server.start_web()
+    return server
+
+
+def start_production(workdir: Path, *, simulator_url: str, extra_env: dict[str, str] | None = None) -> AppServer:
+    import psycopg
+    import redis
+
+    db_name = f"pcp_test_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db_name}"')
+    redis_db = 1 + secrets.randbelow(14)
+    redis_url = f"{REDIS_BASE}/{redis_db}"
+    redis.Redis.from_url(redis_url).flushdb()
+    database_url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{db_name}"
+    env = _base_env(workdir, simulator_url, extra_env)
+    env.update(
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(40),
+        PLAYGROUND_KEY_SECRETS=Fernet.generate_key().decode(),
+        PLAYGROUND_HTTPS="0",
+    )
+    env.update(extra_env or {})
+    server = AppServer("production", workdir, env, database_url=database_url)
+    server.manage("migrate", "--noinput", "-v0")
+    server.start_worker()
+    server.start_web()
+    return server
+
+
+def drop_production(server: AppServer) -> None:
+    import psycopg
+    import redis
+
+    redis.Redis.from_url(server.env["REDIS_URL"]).flushdb()
+    db_name = server.database_url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
