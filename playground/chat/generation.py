@@ -37,7 +37,11 @@ from .selectors import message_path
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 10.0
+
+
+def heartbeat_seconds() -> float:
+    """Beat well inside the stale threshold, so only a dead job is ever swept."""
+    return min(10.0, settings.PLAYGROUND_STALE_STREAM_SECONDS / 3)
 
 
 @dataclass
@@ -176,7 +180,7 @@ async def _watch(job: Job, consumer: asyncio.Task, outcome: Outcome) -> None:
     try:
         while True:
             try:
-                message = await asyncio.wait_for(layer.receive(channel), timeout=HEARTBEAT_SECONDS)
+                message = await asyncio.wait_for(layer.receive(channel), timeout=heartbeat_seconds())
                 stop = message.get("type") == events.STOP_EVENT
             except TimeoutError:
                 stop = await database_sync_to_async(_heartbeat)(job)

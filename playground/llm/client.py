@@ -110,15 +110,17 @@ async def stream_reply(request: ReplyRequest) -> AsyncIterator[TextDelta | Reply
         read_timeout=request.read_timeout,
     )
     streamer = _stream_chat if request.api == "chat" else _stream_responses
+    started = False
     try:
         async for event in streamer(client, request):
+            started = True
             yield event
     except (GeneratorExit, asyncio.CancelledError):
         raise
     except UpstreamError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise _translate(exc, model=request.model, read_timeout=request.read_timeout) from None
+        raise _translate(exc, model=request.model, read_timeout=request.read_timeout, mid_stream=started) from None
 
 
 def _common_params(request: ReplyRequest) -> dict[str, Any]:
@@ -248,8 +250,14 @@ def _api_message(exc: openai.APIStatusError) -> str:
     return str(message or "")[:500]
 
 
-def _translate(exc: BaseException, *, model: str | None, read_timeout: float) -> UpstreamError:
+def _translate(exc: BaseException, *, model: str | None, read_timeout: float, mid_stream: bool = False) -> UpstreamError:
     what = f"model {model}" if model else "the models"
+    if mid_stream and not isinstance(exc, openai.APIStatusError):
+        # Once text has flowed, any transport failure is the stream breaking, not the
+        # provider being unreachable: say so, and that the partial text is kept.
+        if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
+            return UpstreamError("timeout", f"The provider stopped answering mid-reply (no data for {read_timeout:g} s: read timeout); partial text kept, usage not reported.")
+        return UpstreamError("cut", "The stream was cut mid-way; partial text kept, usage not reported.")
     if isinstance(exc, openai.AuthenticationError):
         return UpstreamError("auth", "The provider rejected the API key (401): it is wrong or revoked. Update it on the Keys page.", status=401)
     if isinstance(exc, openai.PermissionDeniedError):
@@ -280,8 +288,6 @@ def _translate(exc: BaseException, *, model: str | None, read_timeout: float) ->
         if isinstance(cause, httpx.ConnectTimeout):
             return UpstreamError("timeout", "Could not connect to the provider in time (connect timeout).")
         return UpstreamError("timeout", f"The provider stopped answering (no data for {read_timeout:g} s: read timeout).")
-    if isinstance(exc, httpx.ReadTimeout):
-        return UpstreamError("timeout", f"The provider stopped answering mid-reply (no data for {read_timeout:g} s: read timeout).")
     if isinstance(exc, openai.APIConnectionError):
         return UpstreamError("connect", "Could not reach the provider (connection failed).")
     if isinstance(exc, (httpx.HTTPError, openai.APIError, ValueError)):

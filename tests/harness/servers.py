@@ -9,6 +9,7 @@ database to check what was stored.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -138,6 +139,10 @@ def _base_env(workdir: Path, simulator_url: str, extra: dict[str, str] | None) -
         PLAYGROUND_READ_TIMEOUT="3",
         PLAYGROUND_CONNECT_TIMEOUT="2",
         PLAYGROUND_STALE_STREAM_SECONDS="6",
+        # A provider nobody listens on: the connection-refused path.
+        PLAYGROUND_PROVIDERS=json.dumps(
+            [{"name": "Unreachable", "slug": "unreachable", "base_url": f"http://127.0.0.1:{free_port()}/v1", "needs_key": False}]
+        ),
     )
     env.update(extra or {})
     return env

@@ -1,0 +1,89 @@
+"""Every upstream failure says what happened on the turn, keeps the user's message and any
+partial text, and offers a retry that works (issue: errors lose nothing)."""
+
+import pytest
+
+from tests.conftest import new_user
+from tests.harness.page import last_reply, messages
+
+FAULTS = [
+    pytest.param({"status": 401}, "failed", "rejected the API key (401)", id="401"),
+    pytest.param({"status": 403}, "failed", "no access to model gpt-4o-mini (403)", id="403"),
+    pytest.param({"status": 404}, "failed", "does not know model gpt-4o-mini", id="404"),
+    pytest.param({"status": 429, "retry_after": 7}, "failed", "Rate limited by the provider (429). Retry after 7 s.", id="429"),
+    pytest.param({"status": 500}, "failed", "The provider had an error (500)", id="500"),
+    pytest.param({"status": 503}, "failed", "The provider had an error (503)", id="503"),
+    pytest.param({"delay": 6}, "failed", "read timeout", id="read-timeout"),
+    pytest.param({"cut_after_chunks": 5}, "incomplete", "cut mid-way", id="stream-cut"),
+    pytest.param({"malformed_after_chunks": 4}, "incomplete", "cut mid-way", id="malformed-sse"),
+    pytest.param({"hang_after_chunks": 3}, "incomplete", "read timeout", id="stream-hangs"),
+]
+
+
+@pytest.mark.parametrize("fault, status, says", FAULTS)
+def test_upstream_failure_is_explained_and_retry_works(app, sim, fault, status, says):
+    user = new_user(app)
+    sim.configure(reply_mode="numbered", reply_tokens=20, tokens_per_second=200)
+    session_id, branch_id = user.new_session(provider="simulator")
+    sim.add_fault(**fault)
+    assert user.send(session_id, branch_id, "Please fail").status_code == 200
+    html = user.wait_idle(session_id, branch_id)
+    reply = last_reply(html)
+    assert reply.status == status
+    assert says in reply.error
+    user_messages = [m for m in messages(html) if m.role == "user"]
+    assert [m.body for m in user_messages] == ["Please fail"], "the user's message is never lost"
+    if status == "incomplete":
+        assert reply.body, "partial text is kept"
+        assert reply.usage.get("usage") == "not reported"
+    assert "Retry" in reply.html
+
+    turn_id = int(app.query("SELECT id FROM chat_turn WHERE message_id = %s", (reply.id,))[0][0])
+    assert user.post(f"/turns/{turn_id}/retry/").status_code == 204
+    retried = last_reply(user.wait_idle(session_id, branch_id))
+    assert retried.status == "done"
+    assert retried.body.split() == [str(i) for i in range(1, 21)]
+    assert retried.id == reply.id, "a retry runs the same turn in place"
+
+
+def test_context_window_exceeded(app, sim):
+    user = new_user(app)
+    sim.configure(context_window_override=200)
+    session_id, branch_id = user.new_session(provider="simulator")
+    user.send(session_id, branch_id, "word " * 400)
+    reply = last_reply(user.wait_idle(session_id, branch_id))
+    assert reply.status == "failed"
+    assert "too long for model gpt-4o-mini's context window" in reply.error
+
+
+def test_unreachable_provider(app, sim):
+    user = new_user(app)
+    session_id, branch_id = user.new_session(provider="unreachable")
+    user.send(session_id, branch_id, "Anyone there?")
+    reply = last_reply(user.wait_idle(session_id, branch_id))
+    assert reply.status == "failed"
+    assert "Could not reach the provider" in reply.error
+
+
+def test_refused_input_keeps_the_text(app, sim):
+    user = new_user(app)
+    session_id, branch_id = user.new_session(provider="simulator")
+    resp = user.send(session_id, branch_id, "   ")
+    assert resp.status_code == 422 and "Type a message first." in resp.text
+    long_text = "x" * 100_001
+    resp = user.send(session_id, branch_id, long_text)
+    assert resp.status_code == 422
+    assert "the limit is 100,000" in resp.text
+    assert long_text in resp.text, "the composer comes back with the user's text"
+    assert [r for r in sim.requests() if r["path"] != "/v1/models"] == [], "nothing was sent upstream"
+
+
+def test_no_key_is_a_clear_refusal(app, sim):
+    from tests.harness.client import UserClient
+
+    user = UserClient(app).signup("nokey_" + __import__("secrets").token_hex(3))
+    session_id, branch_id = user.new_session(provider="simulator")
+    resp = user.send(session_id, branch_id, "hello")
+    assert resp.status_code == 422
+    assert "Add a key for Simulator on the Keys page first" in resp.text
+    assert "hello" in resp.text
