@@ -10,8 +10,8 @@ from .models import Message
 TEMPLATE = "chat/session.html"
 
 
-def appended(*, messages: list[Message], branch_id: int) -> str:
-    return render_to_string(f"{TEMPLATE}#appended", {"new_messages": messages, "branch_id": branch_id})
+def appended(*, messages: list[Message], branch_id: int, chat) -> str:
+    return render_to_string(f"{TEMPLATE}#appended", {"new_messages": messages, "branch_id": branch_id, "chat": chat})
 
 
 def message_replaced(*, message_id: int) -> str:

@@ -111,7 +111,9 @@ def _turn_for(*, parent: Message, session: ChatSession, branch: Branch, user, ke
 
 def _announce(turn: Turn, new_messages: list[Message]) -> None:
     """After commit: show the new nodes in every tab on the branch, then start generating."""
-    events.publish_sync(turn.session_id, rendering.appended(messages=new_messages, branch_id=turn.branch_id))
+    events.publish_sync(
+        turn.session_id, rendering.appended(messages=new_messages, branch_id=turn.branch_id, chat=turn.session)
+    )
     dispatch.generation_start(turn.id)
 
 

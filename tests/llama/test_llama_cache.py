@@ -1,0 +1,150 @@
+"""Prompt caching against a real model: llama.cpp's server with SmolLM2-135M, as an operator provider.
+
+A user of the embedded app picks the keyless "Local llama" provider, sets a long deterministic
+system prompt, and sends two turns. llama.cpp runs one slot (`-np 1`), so the second request
+reuses the longest token prefix it shares with the first (system prompt, first user message,
+first reply) and reports exactly that as `cached_tokens`. Everything is checked on what the
+user sees (the session page) and on what the app stored; the prompt sizes are checked against
+the server's own tokenizer, so a mis-read usage field cannot pass.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+import httpx
+import pytest
+
+from tests.harness.client import UserClient
+from tests.harness.llama import ALIAS
+
+from .conftest import PROVIDER_NAME, PROVIDER_SLUG
+
+pytestmark = pytest.mark.llama
+
+FACTS = 45  # ~29 tokens each (digits tokenize one by one): a ~1,300-token system prompt
+SYSTEM_PROMPT = "You answer briefly. Reference facts, numbered:\n" + "\n".join(
+    f"Fact {i}: {i} squared is {i * i}, and {i} cubed is {i ** 3}." for i in range(1, FACTS + 1)
+)
+QUESTIONS = ("What does fact 7 say? One short sentence.", "And fact 8?")
+
+ASSISTANT_RE = re.compile(r'<article class="msg msg-assistant status-(\w+)" id="msg-(\d+)">(.*?)</article>', re.S)
+
+
+def _usage(article: str) -> dict:
+    """The numbers one assistant turn shows (None where the page shows none)."""
+
+    def grab(pattern: str) -> str | None:
+        m = re.search(pattern, article, re.S)
+        return m.group(1) if m else None
+
+    def number(pattern: str) -> int | None:
+        raw = grab(pattern)
+        return int(raw.replace(",", "")) if raw is not None else None
+
+    return {
+        "prompt": number(r"<dt>prompt</dt><dd>([\d,]+)</dd>"),
+        "cached": number(r'<dt>cached</dt><dd class="cached">([\d,]+) '),
+        "output": number(r"<dt>output</dt><dd>([\d,]+)</dd>"),
+        "cost": grab(r"<dt>cost</dt><dd[^>]*>([^<]*)</dd>"),
+        "model": grab(r"<dt>model</dt><dd>([^<]*)</dd>"),
+        "error": grab(r'<p class="turn-error" role="alert">(.*?)</p>'),
+    }
+
+
+def _server_prompt_tokens(llama_server, messages: list[dict]) -> int:
+    """How many tokens llama-server itself makes of this conversation (chat template applied)."""
+    prompt = httpx.post(llama_server.root_url + "/apply-template", json={"messages": messages}, timeout=30).json()["prompt"]
+    tokens = httpx.post(
+        llama_server.root_url + "/tokenize", json={"content": prompt, "add_special": True, "parse_special": True}, timeout=30
+    ).json()["tokens"]
+    return len(tokens)
+
+
+def test_second_turn_reads_the_shared_prefix_from_llama_cache(llama_app, llama_server):
+    started = time.monotonic()
+
+    def diag() -> str:
+        return f"\n--- llama-server log ---\n{llama_server.log(3000)}\n--- app log ---\n{llama_app.logs()[-3000:]}"
+
+    system_tokens = _server_prompt_tokens(llama_server, [{"role": "system", "content": SYSTEM_PROMPT}])
+    assert system_tokens >= 1200, f"the system prompt should be ~1,200+ tokens, is {system_tokens}"
+
+    user = UserClient(llama_app).signup(f"llama_{secrets.token_hex(4)}")  # no key: the provider needs none
+    session_id, branch_id = user.new_session()
+    user.update_settings(
+        session_id,
+        provider=PROVIDER_SLUG,
+        model=ALIAS,
+        system_prompt=SYSTEM_PROMPT,
+        max_output_tokens=16,
+        temperature=0,
+    )
+    page = user.page(session_id, branch_id)
+    assert "No key for" not in page, "a keyless provider must not ask for a key"
+
+    for question in QUESTIONS:
+        resp = user.send(session_id, branch_id, question)
+        assert resp.status_code == 200 and 'class="error"' not in resp.text, resp.text[:2000]
+        page = user.wait_idle(session_id, branch_id, timeout=180)
+    elapsed = time.monotonic() - started
+
+    turns = [(status, _usage(body)) for status, _mid, body in ASSISTANT_RE.findall(page)]
+    assert len(turns) == 2, f"expected two assistant turns on the page, got {len(turns)}{diag()}"
+    for status, shown in turns:
+        assert status == "done" and shown["error"] is None, f"turn failed: {status} {shown}{diag()}"
+        assert None not in (shown["prompt"], shown["cached"], shown["output"]), f"usage not shown: {shown}{diag()}"
+        assert shown["model"] == ALIAS
+        assert 0 < shown["output"] <= 16, shown  # max_output_tokens reached llama.cpp as max_tokens
+        assert shown["prompt"] > shown["cached"], shown
+        # A local model has no price: it must say so, never show $0.
+        assert shown["cost"] == "price unknown", shown
+    (_, first), (_, second) = turns
+
+    # Turn 1 is cold: at most a stray leading fragment comes from the slot.
+    assert first["prompt"] >= system_tokens
+    assert first["cached"] * 10 < first["prompt"], f"turn 1 should be (nearly) uncached: {first}"
+    # Turn 2 shares system prompt + question 1 + the start of the assistant turn with turn 1's
+    # request, and llama.cpp reports exactly the shared prefix.
+    assert second["cached"] >= 1000, f"turn 2 should read the shared prefix from cache: {second}{diag()}"
+    assert second["cached"] >= first["prompt"], f"turn 2 must reuse all of turn 1's prompt: {first} {second}"
+    assert second["prompt"] > first["prompt"]
+
+    # The prompt sizes are llama-server's own counts of what the app sent (usage read right).
+    replies = [c for (c,) in llama_app.query(
+        "SELECT content FROM chat_message WHERE session_id = %s AND role = 'assistant' ORDER BY id", (session_id,)
+    )]
+    conversation = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": QUESTIONS[0]}]
+    assert first["prompt"] == _server_prompt_tokens(llama_server, conversation)
+    conversation += [{"role": "assistant", "content": replies[0]}, {"role": "user", "content": QUESTIONS[1]}]
+    assert second["prompt"] == _server_prompt_tokens(llama_server, conversation)
+
+    # What the page shows is what the app stored.
+    rows = llama_app.query(
+        "SELECT prompt_tokens, cached_tokens, output_tokens, usage_reported, price_known, cost_actual, cost_uncached, provider, model_resolved"
+        " FROM chat_turn WHERE session_id = %s ORDER BY id",
+        (session_id,),
+    )
+    assert [(r[0], r[1], r[2]) for r in rows] == [(t["prompt"], t["cached"], t["output"]) for _, t in turns]
+    for row in rows:
+        assert row[3] == 1, "usage must be stored as reported"
+        assert row[4] == 0 and row[5] is None and row[6] is None, f"a local model must not be priced: {row}"
+        assert row[7] == PROVIDER_SLUG and row[8] == ALIAS
+
+    print(
+        f"\nllama cache: turn1 prompt={first['prompt']} cached={first['cached']} output={first['output']}; "
+        f"turn2 prompt={second['prompt']} cached={second['cached']} output={second['output']}; {elapsed:.1f}s"
+    )
+
+
+def test_keys_page_shows_local_llama_without_a_key(llama_app):
+    user = UserClient(llama_app).signup(f"llamakeys_{secrets.token_hex(4)}")
+    resp = user.get("/keys/")
+    assert resp.status_code == 200
+    section = re.search(rf'<section class="provider" id="provider-{PROVIDER_SLUG}">(.*?)</section>', resp.text, re.S)
+    assert section, f"no {PROVIDER_NAME} provider on the Keys page:\n{resp.text[:3000]}"
+    assert f"<h2>{PROVIDER_NAME}</h2>" in section.group(1)
+    assert "No key needed." in section.group(1)
+    assert 'name="api_key"' not in section.group(1), "a keyless provider must not offer a key form"
