@@ -180,9 +180,16 @@ STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every request otherwise
-# Serve straight from the finders too, so `make run` works before/without collectstatic.
-WHITENOISE_USE_FINDERS = True
+# Embedded: serve straight from the source folders, so `make run` needs no build step.
+# Production: collectstatic (done in the image) writes hashed, compressed files that can be
+# cached forever.
+WHITENOISE_USE_FINDERS = not PRODUCTION
 WHITENOISE_AUTOREFRESH = DEBUG
+if PRODUCTION:
+    STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    }
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
@@ -198,8 +205,8 @@ SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
 if HTTPS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31536000)
-    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = True
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
 # Only our own scripts and styles; htmx runs under it because it is served from /static/
 # and we disable its inline-style indicator injection (htmx.config.includeIndicatorStyles).
 SECURE_CSP = {
@@ -223,6 +230,9 @@ MIDDLEWARE.insert(1, "django.middleware.csp.ContentSecurityPolicyMiddleware")
 PLAYGROUND_KEY_SECRETS = env_list("PLAYGROUND_KEY_SECRETS", "") or [
     _local_secret("key_secrets", lambda: Fernet.generate_key().decode())
 ]
+# Whether anyone who reaches the site may create an account (operators of a private
+# deployment turn this off and create users in the admin).
+PLAYGROUND_SIGNUP_OPEN = env_bool("PLAYGROUND_SIGNUP_OPEN", True)
 # Operator-set maximum age of a stored user key in days (0 = keys do not expire).
 PLAYGROUND_KEY_MAX_AGE_DAYS = env_int("PLAYGROUND_KEY_MAX_AGE_DAYS", 0)
 # Secret for keyed hashes sent upstream (safety_identifier); separate from SECRET_KEY so
@@ -245,6 +255,8 @@ PLAYGROUND_CACHE_BUCKETS = env_int("PLAYGROUND_CACHE_BUCKETS", 16)
 # Upstream timeouts (seconds) and limits.
 PLAYGROUND_CONNECT_TIMEOUT = float(os.environ.get("PLAYGROUND_CONNECT_TIMEOUT", "10"))
 PLAYGROUND_READ_TIMEOUT = float(os.environ.get("PLAYGROUND_READ_TIMEOUT", "60"))
+# The key check runs while the user waits on the form: one attempt, short timeout.
+PLAYGROUND_KEY_CHECK_TIMEOUT = float(os.environ.get("PLAYGROUND_KEY_CHECK_TIMEOUT", "10"))
 PLAYGROUND_MAX_MESSAGE_CHARS = env_int("PLAYGROUND_MAX_MESSAGE_CHARS", 100_000)
 PLAYGROUND_MAX_SYSTEM_PROMPT_CHARS = env_int("PLAYGROUND_MAX_SYSTEM_PROMPT_CHARS", 200_000)
 PLAYGROUND_MAX_FANOUT = env_int("PLAYGROUND_MAX_FANOUT", 8)
@@ -258,13 +270,18 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "null": {"class": "logging.NullHandler"},
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("PLAYGROUND_LOG_LEVEL", "INFO")},
     "loggers": {
         # httpx logs every request line; keep it quiet (it never logs headers, but a
         # provider URL with a query string could carry something we do not want).
         "httpx": {"level": "WARNING"},
         "openai": {"level": "WARNING"},
+        # Scanners send wrong Host headers all day; a 400 is answer enough.
+        "django.security.DisallowedHost": {"handlers": ["null"], "propagate": False},
     },
 }
 

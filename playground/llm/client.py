@@ -81,11 +81,12 @@ class UpstreamError(Exception):
         self.retry_after = retry_after
 
 
-def _client(*, base_url: str, api_key: str, connect_timeout: float, read_timeout: float, retries: int = 0):
+def _client(*, base_url: str, api_key: str, connect_timeout: float, read_timeout: float):
+    # No SDK retries: a user is watching, and every failure gets a clear message and a retry.
     return openai.AsyncOpenAI(
         api_key=api_key or "no-key",
         base_url=base_url,
-        max_retries=retries,
+        max_retries=0,
         timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
         http_client=_pool(),
     )
@@ -93,7 +94,7 @@ def _client(*, base_url: str, api_key: str, connect_timeout: float, read_timeout
 
 async def list_models(*, base_url: str, api_key: str, timeout: float = 10.0) -> list[str]:
     """The cheap call that proves a key works: list the models it can use."""
-    client = _client(base_url=base_url, api_key=api_key, connect_timeout=timeout, read_timeout=timeout, retries=1)
+    client = _client(base_url=base_url, api_key=api_key, connect_timeout=timeout, read_timeout=timeout)
     try:
         page = await client.models.list()
         return sorted(model.id for model in page.data)

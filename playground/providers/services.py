@@ -40,7 +40,9 @@ def _clean(plaintext: str) -> str:
 def api_key_validate(*, provider: Provider, plaintext: str) -> list[str]:
     """The cheap upstream call: list models with the key. Returns the model ids."""
     try:
-        return async_to_sync(list_models)(base_url=provider.base_url, api_key=plaintext)
+        return async_to_sync(list_models)(
+            base_url=provider.base_url, api_key=plaintext, timeout=settings.PLAYGROUND_KEY_CHECK_TIMEOUT
+        )
     except UpstreamError as exc:
         if exc.kind == "auth":
             raise KeyRejected("The provider rejected this key (401): it is wrong or revoked.") from None

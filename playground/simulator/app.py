@@ -89,7 +89,16 @@ class _OpenAIApi:
 
     @_openai_endpoint
     async def list_models(self, request: Request, call: _Call) -> Response:
-        self._authenticate(request, call)
+        key = self._authenticate(request, call)
+        fault = self.state.faults.take_named(request.url.path)
+        if fault:
+            call.record.fault = fault.as_dict()
+            await asyncio.sleep(fault.delay)
+            if fault.status:
+                raise errors.from_fault(
+                    fault.status, model=None, org=identity.organization(key), message=fault.message,
+                    code=fault.code, type=fault.type, retry_after=fault.retry_after,
+                )
         return JSONResponse({"object": "list", "data": models.listing()}, headers=call.headers)
 
     @_openai_endpoint

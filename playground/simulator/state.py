@@ -190,6 +190,20 @@ class FaultQueue:
         self._rules.append(rule)
         return rule
 
+    def take_named(self, path: str) -> FaultRule | None:
+        """A status/delay rule that names `path` explicitly (used for GET /v1/models).
+
+        Only explicit rules apply there, so an unscoped fault queued for a generation is not
+        consumed by the key check that usually precedes it.
+        """
+        for rule in self._rules:
+            if rule.match.get("path") == path and rule.stream_fault is None:
+                rule.times -= 1
+                if rule.times == 0:
+                    self._rules.remove(rule)
+                return rule
+        return None
+
     def take(self, path: str, model_names: set[str], stream: bool) -> FaultRule | None:
         """The first rule matching this request, with one of its ``times`` used up."""
         for rule in self._rules:

@@ -20,8 +20,9 @@ Public API
 ``install_tiktoken_cache(dir=None)``
     Makes plain ``tiktoken.get_encoding("o200k_base")`` work offline too, by pointing
     ``TIKTOKEN_CACHE_DIR`` at a directory holding the files under tiktoken's cache names.
-    **Django settings call this once at startup**; it is idempotent and safe to call from
-    several processes at once.
+    The app itself loads encodings through ``get_encoding`` and does not need it; call it
+    before using third-party code that calls tiktoken directly. It is idempotent and safe
+    to call from several processes at once.
 
 Nothing in this module opens a socket.
 """
@@ -228,7 +229,7 @@ def install_tiktoken_cache(dir: str | os.PathLike[str] | None = None, *, set_env
     several workers are safe. The shipped files are sha256-checked first
     (:class:`EncodingFileError` if corrupted).
 
-    Django settings call this at startup. Returns the cache directory.
+    Returns the cache directory.
     """
     if dir is None:
         dir = os.environ.get("TIKTOKEN_CACHE_DIR") or _default_cache_dir()

@@ -86,6 +86,20 @@ def test_rejected_key_is_explained_and_not_saved(app, sim):
     assert key not in database_text(app) and key not in app.logs()
 
 
+@pytest.mark.parametrize(
+    "fault, says",
+    [({"status": 503}, "Simulator did not accept the check"), ({"delay": 5}, "Could not reach Simulator to check the key")],
+    ids=["503", "timeout"],
+)
+def test_key_check_failure_says_why_and_saves_nothing(app, sim, fault, says):
+    sim.add_fault(match={"path": "/v1/models"}, **fault)
+    user = UserClient(app).signup("flaky_" + secrets.token_hex(3))
+    key = planted_key()
+    resp = user.add_key("simulator", key)
+    assert says in resp.text
+    assert 'class="mask"' not in resp.text and key not in resp.text
+
+
 def test_delete_removes_the_row(app, sim):
     user = new_user(app)
     before = app.query("SELECT count(*) FROM providers_apikey")[0][0]

@@ -138,6 +138,7 @@ def _base_env(workdir: Path, simulator_url: str, extra: dict[str, str] | None) -
         PLAYGROUND_LOG_LEVEL="INFO",
         PLAYGROUND_READ_TIMEOUT="3",
         PLAYGROUND_CONNECT_TIMEOUT="2",
+        PLAYGROUND_KEY_CHECK_TIMEOUT="3",
         PLAYGROUND_STALE_STREAM_SECONDS="6",
         # A provider nobody listens on: the connection-refused path.
         PLAYGROUND_PROVIDERS=json.dumps(
@@ -177,6 +178,7 @@ def start_production(workdir: Path, *, simulator_url: str, extra_env: dict[str, 
     env.update(extra_env or {})
     server = AppServer("production", workdir, env, database_url=database_url)
     server.manage("migrate", "--noinput", "-v0")
+    server.manage("collectstatic", "--noinput", "-v0")
     server.start_worker()
     server.start_web()
     return server

@@ -127,3 +127,16 @@ def test_invalid_fault_rules_are_rejected(sim):
         for rule in rules:
             assert control.post("/faults", json=rule).status_code == 400, rule
     assert sim.faults() == []
+
+
+def test_model_listing_takes_only_faults_that_name_it(sim):
+    import openai
+
+    client = openai.OpenAI(base_url=sim.base_url, api_key="sk-sim-listing", max_retries=0)
+    sim.add_fault(status=500)  # unscoped: for generations, not for the listing
+    sim.add_fault(status=503, match={"path": "/v1/models"})
+    with pytest.raises(openai.InternalServerError) as err:
+        client.models.list()
+    assert err.value.status_code == 503
+    assert client.models.list().data
+    assert [f["status"] for f in sim.faults()] == [500]
