@@ -181,6 +181,14 @@ def turn_cost(
     )
 
 
+def stored_cost(*, actual: Decimal | None, uncached: Decimal | None, reason: str = "price unknown") -> TurnCost:
+    """A TurnCost rebuilt from amounts stored when the turn finished (priced back then)."""
+    if actual is None or uncached is None:
+        return TurnCost.unknown(reason)
+    saved = uncached - actual
+    return TurnCost(actual, uncached, saved, _pct(saved, uncached), known=True)
+
+
 def sum_costs(costs: Iterable[TurnCost]) -> CostTotals:
     """Add up priced turns; count the unpriced ones separately (never as $0)."""
     actual = uncached = _ZERO

@@ -127,3 +127,36 @@ def run_on_worker_loop(coro) -> None:
 
     loop.call_soon_threadsafe(start, context=contextvars.Context())
     done.result()
+
+
+# --- fan-out: N replies at once, then (maybe) a join ------------------------------------------
+
+
+def fanout_start(*, turn_ids: list[int], fanout_id: int) -> None:
+    """Start all of a fan-out's replies at once; when the last one ends, `fanout_finished`.
+
+    Production: a Celery chord, i.e. a group of the ordinary `chat.generate` tasks (any free
+    workers run them in parallel) whose callback runs once after all of them. Embedded: the
+    same coroutines gathered on the server's loop, then the same callback. Call after commit.
+    """
+    if settings.PLAYGROUND_GENERATION == "celery":
+        from celery import chord
+
+        from .tasks import fanout_finished, generate
+
+        chord(generate.si(turn_id) for turn_id in turn_ids)(fanout_finished.si(fanout_id))
+    else:
+        run_in_process(_fanout_in_process(turn_ids, fanout_id))
+
+
+async def _fanout_in_process(turn_ids: list[int], fanout_id: int) -> None:
+    from channels.db import database_sync_to_async
+
+    from .generation import generation_run
+    from .services import fanout_finished
+
+    results = await asyncio.gather(*(generation_run(turn_id) for turn_id in turn_ids), return_exceptions=True)
+    for turn_id, result in zip(turn_ids, results, strict=True):
+        if isinstance(result, BaseException):
+            logger.error("fan-out %s: turn %s ended with an error", fanout_id, turn_id, exc_info=result)
+    await database_sync_to_async(fanout_finished)(fanout_id=fanout_id)

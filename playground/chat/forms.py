@@ -27,10 +27,11 @@ class SessionSettingsForm(forms.ModelForm):
     temperature = forms.FloatField(required=False, min_value=0.0, max_value=2.0)
     max_output_tokens = forms.IntegerField(required=False, min_value=1, max_value=200_000)
     reasoning_effort = forms.ChoiceField(required=False, choices=EFFORTS)
-    cache_scope = forms.ChoiceField(choices=SCOPE_CHOICES)
+    cache_scope = forms.ChoiceField(choices=SCOPE_CHOICES, label="Cache key scope")
 
     class Meta:
         model = ChatSession
+        labels = {"api": "API flavor", "extended_retention": "Extended cache retention"}
         fields = [
             "title", "provider", "model", "api", "system_prompt", "temperature",
             "max_output_tokens", "reasoning_effort", "cache_scope", "extended_retention",

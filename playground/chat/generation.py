@@ -30,7 +30,7 @@ from playground.providers.registry import providers
 from playground.providers.selectors import key_plaintext
 from playground.providers.services import api_key_touch
 
-from . import rendering
+from . import insight, rendering
 from .models import Message, Turn
 from .reply_request import reply_request_for, turn_cache_key
 from .selectors import message_path
@@ -52,6 +52,7 @@ class Job:
     request: ReplyRequest = field(repr=False)
     price_provider: str
     requested_at: object
+    request_provider: str = ""
 
 
 @dataclass
@@ -99,7 +100,7 @@ def _start(turn_id: int) -> tuple[Job | None, bool]:
         path = message_path(message_id=turn.message.parent_id)
         request = reply_request_for(turn=turn, provider=provider, path=path, api_key=api_key, nonce=nonce)
     api_key_touch(key_ref=turn.key_ref)
-    job = Job(turn.pk, turn.message_id, turn.session_id, request, provider.price_provider, turn.requested_at)
+    job = Job(turn.pk, turn.message_id, turn.session_id, request, provider.price_provider, turn.requested_at, provider.slug)
     return job, False
 
 
@@ -151,6 +152,12 @@ def _finish(job: Job, outcome: Outcome, text: str) -> None:
             cost_actual=cost.actual,
             cost_uncached=cost.uncached,
         )
+    if reported or text:
+        # The provider processed this prompt (so it may have cached it): fingerprint it and
+        # explain its cached tokens. After the reply, never before: it must not delay the request.
+        provider = providers().get(job.request_provider)
+        if provider is not None:
+            insight.turn_explain(turn=Turn.objects.get(pk=job.turn_id), provider=provider, request=job.request, reply=text)
 
 
 async def _consume(job: Job, stream: events.DeltaStream, outcome: Outcome) -> None:
@@ -217,6 +224,6 @@ async def generation_run(turn_id: int) -> None:
         watcher.cancel()
     await stream.flush()
     await database_sync_to_async(_finish)(job, outcome, stream.text)
-    html = await database_sync_to_async(rendering.message_replaced)(message_id=job.message_id)
+    html = await database_sync_to_async(rendering.turn_ended)(message_id=job.message_id, session_id=job.session_id)
     await events.publish(job.session_id, html)
     await events.live_store().aclear(job.message_id)

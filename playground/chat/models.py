@@ -54,6 +54,9 @@ class Message(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DONE)
     # The branch this node was written on (forks and "which branch" explanations).
     branch = models.ForeignKey("Branch", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # A message that brought results back from other branches ("return to parent", "join").
+    source_branch = models.ForeignKey("Branch", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    source_fanout = models.ForeignKey("FanOut", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -71,6 +74,9 @@ class Branch(models.Model):
     name = models.CharField(max_length=80)
     head = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     forked_from = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The branch that was open where this one was forked off: "return to parent" goes there.
+    parent_branch = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    fanout = models.ForeignKey("FanOut", null=True, blank=True, on_delete=models.SET_NULL, related_name="branches")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -116,6 +122,11 @@ class Turn(models.Model):
     error_kind = models.CharField(max_length=32, blank=True)
     error_message = models.TextField(blank=True)
     retry_after = models.PositiveIntegerField(null=True, blank=True)
+    # Cache insight (playground/chat/insight.py): hashes of the prompt's 128-token blocks and
+    # messages (never text), the expected-vs-actual explanation, and hit/partial/miss for the tree.
+    fingerprint = models.JSONField(null=True, blank=True)
+    explanation = models.JSONField(null=True, blank=True)
+    hit_class = models.CharField(max_length=8, blank=True)
     # Money, priced at requested_at (Decimal; null = price unknown).
     price_known = models.BooleanField(default=False)
     cost_actual = models.DecimalField(max_digits=20, decimal_places=12, null=True, blank=True)
@@ -123,3 +134,32 @@ class Turn(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["session", "created_at"])]
+
+    @property
+    def cost(self):
+        """This turn's money (priced when it finished) with the saving derived."""
+        from playground.caching.pricing import TurnCost, stored_cost
+
+        if not self.price_known:
+            return TurnCost.unknown("usage not reported" if not self.usage_reported else "price unknown")
+        return stored_cost(actual=self.cost_actual, uncached=self.cost_uncached)
+
+
+class FanOut(models.Model):
+    """N child branches started at once from one message; `join` brings their answers back."""
+
+    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="fanouts")
+    parent_branch = models.ForeignKey(Branch, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    origin = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    name = models.CharField(max_length=80)
+    join = models.BooleanField(default=False)
+    # Set once, by whichever caller claims the join first (a conditional UPDATE).
+    joined_at = models.DateTimeField(null=True, blank=True)
+    join_message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return self.name

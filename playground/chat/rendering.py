@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from django.template.loader import render_to_string
 
-from .models import Message
+from . import costs
+from .models import ChatSession, Message
 
 TEMPLATE = "chat/session.html"
 
@@ -25,3 +26,13 @@ def delta(message_id: int, seq: int, text: str) -> str:
 
 def snapshot(*, message_id: int, seq: int, text: str) -> str:
     return render_to_string(f"{TEMPLATE}#snapshot", {"message_id": message_id, "seq": seq, "text": text})
+
+
+def panel(*, session_id: int) -> str:
+    chat = ChatSession.objects.get(pk=session_id)
+    return render_to_string(f"{TEMPLATE}#panel", {"chat": chat, "panel": costs.session_panel(session=chat), "oob": True})
+
+
+def turn_ended(*, message_id: int, session_id: int) -> str:
+    """A finished (or failed, stopped, swept) turn and the session's updated cost panel."""
+    return message_replaced(message_id=message_id) + panel(session_id=session_id)

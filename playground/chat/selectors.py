@@ -9,7 +9,7 @@ from django.shortcuts import get_object_or_404
 
 from playground import events
 
-from .models import Branch, ChatSession, Message, Turn
+from .models import Branch, ChatSession, FanOut, Message, Turn
 
 # Root → node in one query: walk parent links upward in the database, then order by depth.
 # Cost grows with the path's length inside the database, never with extra round trips.
@@ -85,3 +85,12 @@ def live_text(*, message: Message) -> tuple[int, str]:
         if live is not None:
             return live
     return 0, message.content
+
+
+def session_message_get(*, session: ChatSession, message_id: int) -> Message:
+    """A message of a session the caller got from session_get (so: the user's own)."""
+    return get_object_or_404(Message.objects.select_related("turn"), pk=message_id, session=session)
+
+
+def fanout_get(*, session: ChatSession, fanout_id: int) -> FanOut:
+    return get_object_or_404(FanOut, pk=fanout_id, session=session)

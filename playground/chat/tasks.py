@@ -15,3 +15,11 @@ def generate(turn_id: int) -> None:
 @shared_task(name="chat.sweep_stale", ignore_result=True)
 def sweep_stale() -> int:
     return turns_sweep_stale()
+
+
+@shared_task(name="chat.fanout_finished", ignore_result=True)
+def fanout_finished(fanout_id: int) -> None:
+    """A fan-out chord's callback: every child reply has ended; join them if asked."""
+    from .services import fanout_finished as finished
+
+    finished(fanout_id=fanout_id)

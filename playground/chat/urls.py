@@ -1,6 +1,6 @@
-from django.urls import path
+from django.urls import path, re_path
 
-from . import views
+from . import tree_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -10,6 +10,22 @@ urlpatterns = [
     path("sessions/<int:session_id>/delete/", views.session_delete, name="session-delete"),
     path("sessions/<int:session_id>/b/<int:branch_id>/", views.branch_view, name="branch"),
     path("sessions/<int:session_id>/b/<int:branch_id>/send/", views.message_send, name="message-send"),
+    path("sessions/<int:session_id>/b/<int:branch_id>/predict/", views.composer_predict, name="composer-predict"),
+    path("sessions/<int:session_id>/panel/", views.session_panel, name="session-panel"),
+    re_path(r"^sessions/(?P<session_id>\d+)/export\.(?P<fmt>json|csv)$", views.session_export, name="session-export"),
+    path("account/", views.account, name="account"),
     path("turns/<int:turn_id>/stop/", views.turn_stop, name="turn-stop"),
     path("turns/<int:turn_id>/retry/", views.turn_retry, name="turn-retry"),
+    # The conversation tree (tree_views.py).
+    path("sessions/<int:session_id>/tree/", tree_views.session_tree, name="session-tree"),
+    path("sessions/<int:session_id>/m/<int:message_id>/fork/", tree_views.message_fork, name="message-fork"),
+    path("sessions/<int:session_id>/m/<int:message_id>/open/", tree_views.message_open, name="message-open"),
+    path("sessions/<int:session_id>/m/<int:message_id>/edit/", tree_views.message_edit, name="message-edit"),
+    path("sessions/<int:session_id>/m/<int:message_id>/regenerate/", tree_views.message_regenerate, name="message-regenerate"),
+    path("sessions/<int:session_id>/m/<int:message_id>/fanout/", tree_views.message_fanout, name="message-fanout"),
+    path("sessions/<int:session_id>/b/<int:branch_id>/rename/", tree_views.branch_rename, name="branch-rename"),
+    path("sessions/<int:session_id>/b/<int:branch_id>/return/", tree_views.branch_return, name="branch-return"),
+    path("sessions/<int:session_id>/fanout/<int:fanout_id>/", tree_views.fanout_view, name="fanout"),
+    path("sessions/<int:session_id>/fanout/<int:fanout_id>/join/", tree_views.fanout_join, name="fanout-join"),
+    path("messages/<int:message_id>/", tree_views.message_state, name="message-state"),
 ]

@@ -1,6 +1,7 @@
 """Thin views: parse, call one service or selector, render a page or a named partial."""
 
-from django.http import HttpResponse
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -11,7 +12,8 @@ from playground.caching.retention import retention_explanation
 from playground.providers.registry import provider_get, providers
 from playground.providers.selectors import key_ref_for
 
-from . import selectors, services
+from . import costs, export, insight, selectors, services, tree
+from .reply_request import path_messages
 from .errors import ChatError
 from .forms import SessionSettingsForm
 
@@ -56,7 +58,7 @@ def _page_context(request, chat, branch, *, form=None, composer_text="", compose
         "branch": branch,
         "branches": selectors.branches_for(session=chat),
         "sessions": selectors.sessions_for(user=request.user),
-        "thread": thread,
+        "thread": tree.annotate_thread(session=chat, thread=thread),
         "form": form or SessionSettingsForm(instance=chat),
         "provider": provider,
         "has_key": bool(provider and key_ref_for(user=request.user, session=request.session, provider=provider)),
@@ -65,6 +67,8 @@ def _page_context(request, chat, branch, *, form=None, composer_text="", compose
         "composer_text": composer_text,
         "composer_error": composer_error,
         "streaming": any(item["message"].in_flight for item in thread),
+        "panel": costs.session_panel(session=chat),
+        **tree.branch_bar(session=chat, branch=branch),
     }
 
 
@@ -103,7 +107,12 @@ def session_settings(request, session_id: int):
     form = SessionSettingsForm(request.POST, instance=chat)
     saved = False
     if form.is_valid():
-        chat = services.session_update(session=chat, changes=form.cleaned_data)
+        changes = dict(form.cleaned_data)
+        if request.POST.get("title_was") == changes["title"]:
+            # The user did not touch the title; keep whatever it is now (the first message
+            # may have named the session after this form was rendered).
+            changes.pop("title")
+        chat = services.session_update(session=chat, changes=changes)
         form = SessionSettingsForm(instance=chat)
         saved = True
     context = {
@@ -140,3 +149,49 @@ def turn_retry(request, turn_id: int):
     except ChatError as exc:
         return HttpResponse(str(exc), status=409, content_type="text/plain")
     return HttpResponse(status=204) if request.htmx else redirect("session", session_id=turn.session_id)
+
+
+@require_GET
+def session_panel(request, session_id: int):
+    chat = selectors.session_get(session_id=session_id, user=request.user)
+    return render(request, f"{TEMPLATE}#panel", {"chat": chat, "panel": costs.session_panel(session=chat)})
+
+
+@require_GET
+def session_export(request, session_id: int, fmt: str):
+    chat = selectors.session_get(session_id=session_id, user=request.user)
+    panel = costs.session_panel(session=chat)
+    if fmt == "csv":
+        response = HttpResponse(export.export_csv(panel), content_type="text/csv; charset=utf-8")
+    else:
+        response = JsonResponse(export.export_json(panel), json_dumps_params={"indent": 2})
+    response["Content-Disposition"] = f'attachment; filename="session-{chat.pk}.{fmt}"'
+    return response
+
+
+@require_GET
+def account(request):
+    totals, per_session = costs.account_summary(user=request.user)
+    return render(request, "chat/account.html", {"totals": totals, "per_session": per_session})
+
+
+@require_POST
+def composer_predict(request, session_id: int, branch_id: int):
+    """What the composer's next request should get from the cache (debounced htmx POST)."""
+    chat = selectors.session_get(session_id=session_id, user=request.user)
+    branch = selectors.branch_get(session=chat, branch_id=branch_id)
+    context = {"prediction": None, "warning": None, "unavailable": None}
+    if chat.provider in providers():
+        provider = provider_get(chat.provider)
+        draft = request.POST.get("content", "")[: settings.PLAYGROUND_MAX_MESSAGE_CHARS]
+        messages = path_messages(selectors.branch_path(branch=branch)) + [{"role": "user", "content": draft}]
+        prediction, warning, unavailable = insight.predict_next(
+            provider=provider,
+            user=request.user,
+            session=chat,
+            branch=branch,
+            messages=insight.request_messages(api=chat.api, system_prompt=chat.system_prompt, messages=messages),
+            key_ref=key_ref_for(user=request.user, session=request.session, provider=provider),
+        )
+        context = {"prediction": prediction, "warning": warning, "unavailable": unavailable}
+    return render(request, f"{TEMPLATE}#prediction", context)

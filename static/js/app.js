@@ -84,3 +84,60 @@
   });
   document.addEventListener("htmx:sendError", function () { toast("Could not reach the server. Check your connection and try again."); });
 })();
+
+// The conversation tree: forms loaded on demand (edit, fan out) close with their Cancel
+// button; an open switcher or rename box closes when you click elsewhere.
+(function () {
+  "use strict";
+  document.addEventListener("click", function (evt) {
+    var cancel = evt.target.closest && evt.target.closest("[data-cancel]");
+    if (cancel) {
+      var form = cancel.closest("form");
+      if (form) form.remove();
+      return;
+    }
+    document.querySelectorAll(".branch-bar details[open]").forEach(function (box) {
+      if (!box.contains(evt.target)) box.removeAttribute("open");
+    });
+  });
+  // Opened at a message (sibling arrows, tree nodes link to #msg-<id>): show that message
+  // rather than the bottom of the thread.
+  document.addEventListener("DOMContentLoaded", function () {
+    var match = /^#msg-\d+$/.test(location.hash) && document.getElementById(location.hash.slice(1));
+    if (match) {
+      match.scrollIntoView({ block: "center" });
+      match.classList.add("target");
+    }
+  });
+})();
+
+// Once the session WebSocket is open (subscribed), re-read every reply this page shows as
+// running: one that finished between the page render and the subscription would otherwise
+// never get its final event. Snapshot rules (data-seq) drop anything older than the page.
+(function () {
+  "use strict";
+  document.addEventListener("htmx:wsOpen", function () {
+    if (!window.htmx) return;
+    document.querySelectorAll(".msg.status-pending, .msg.status-streaming").forEach(function (msg) {
+      var id = msg.id.replace("msg-", "");
+      if (/^\d+$/.test(id)) window.htmx.ajax("GET", "/messages/" + id + "/", { swap: "none" });
+    });
+  });
+})();
+
+// Refresh the composer's cache prediction when a turn ends or a message is sent: the next
+// request's prefix and the cache's state just changed.
+(function () {
+  "use strict";
+  function refresh() {
+    var el = document.querySelector("[data-prediction]");
+    if (el && window.htmx) window.htmx.trigger(el, "prediction-refresh");
+  }
+  document.addEventListener("htmx:oobAfterSwap", function (evt) {
+    var t = evt.detail.target;
+    if (t && t.matches && t.matches("article.msg") && !t.classList.contains("status-streaming") && !t.classList.contains("status-pending")) refresh();
+  });
+  document.addEventListener("htmx:afterSwap", function (evt) {
+    if (evt.detail.target && evt.detail.target.id === "composer") refresh();
+  });
+})();

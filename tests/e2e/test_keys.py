@@ -16,6 +16,30 @@ def planted_key() -> str:
     return f"sk-sim-{secrets.token_hex(16)}a1b2"
 
 
+def redis_text(app) -> str:
+    """Everything in the app's Redis database (broker, channel layer, cache, live text)."""
+    if app.mode != "production":
+        return ""
+    import redis
+
+    client = redis.Redis.from_url(app.env["REDIS_URL"])
+    dumped = []
+    for key in client.scan_iter(count=500):
+        kind = client.type(key).decode()
+        if kind == "string":
+            dumped.append(client.get(key) or b"")
+        elif kind == "list":
+            dumped.extend(client.lrange(key, 0, -1))
+        elif kind == "zset":
+            dumped.extend(member for member, _ in client.zrange(key, 0, -1, withscores=True))
+        elif kind == "hash":
+            dumped.extend(v for pair in client.hgetall(key).items() for v in pair)
+        elif kind == "set":
+            dumped.extend(client.smembers(key))
+        dumped.append(key)
+    return "\n".join(item.decode("latin-1") for item in dumped)
+
+
 def database_text(app) -> str:
     """Everything the database holds, as text, to grep for a secret."""
     if app.mode == "embedded":
@@ -52,6 +76,7 @@ def test_stored_key_is_masked_encrypted_used_and_never_leaked(app, sim):
     ciphertext, mask = app.query("SELECT ciphertext, mask FROM providers_apikey")[-1]
     assert mask == "sk-...a1b2" and key not in ciphertext and key[7:-4] not in ciphertext
     assert key not in database_text(app)
+    assert key not in redis_text(app), "nor the broker, channel layer or cache"
     assert key not in app.logs(), "the key must never reach a log"
 
     other = new_user(app)
@@ -69,6 +94,7 @@ def test_session_only_key_never_touches_the_database_and_ends_with_sign_out(app,
         (user.username,),
     )[0][0]
     assert key not in database_text(app)
+    assert key not in redis_text(app), "session-only keys are stored encrypted"
     assert key not in app.logs()
 
     user.post("/logout/", htmx=False)

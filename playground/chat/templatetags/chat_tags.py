@@ -22,3 +22,29 @@ def share(part, whole):
     if not whole or part is None:
         return "0%"
     return f"{100 * part / whole:.0f}%"
+
+
+@register.filter
+def pct(ratio):
+    """A 0..1 ratio as a whole percentage ("62%")."""
+    return f"{100 * (ratio or 0):.0f}%"
+
+
+@register.filter
+def since(moment):
+    """How long ago an aware datetime was ("just now", "3 min ago")."""
+    from django.utils import timezone
+
+    delta = timezone.now() - moment
+    return "just now" if delta.total_seconds() < 60 else f"{ago(delta)} ago"
+
+
+@register.filter
+def ago(delta):
+    """A timedelta as a short idle time ("40 s", "3 min", "2 h")."""
+    seconds = int(delta.total_seconds())
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"

@@ -1,0 +1,103 @@
+"""Session exports (JSON and CSV), built from the same rows as the cost panel."""
+
+from __future__ import annotations
+
+import csv
+import io
+from decimal import Decimal
+
+from .costs import Panel, Totals, TurnRow
+
+USAGE_FIELDS = ("prompt_tokens", "cached_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
+
+
+def decimal_text(value: Decimal | None) -> str | None:
+    """Money as a plain decimal string ("0.00003855"), never a float, never exponent form."""
+    if value is None:
+        return None
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "") else text
+
+
+def _usage(source) -> dict:
+    return {name: getattr(source, name) for name in USAGE_FIELDS}
+
+
+def _turn(row: TurnRow) -> dict:
+    return {
+        "id": row.id,
+        "branch": row.branch,
+        "branch_id": row.branch_id,
+        "created": row.requested_at.isoformat(),
+        "model": row.model,
+        "prompt_cache_key": row.prompt_cache_key,
+        "cache_scope": row.scope,
+        "usage_reported": row.reported,
+        "usage": _usage(row),
+        "cost": {
+            "actual": decimal_text(row.cost.actual),
+            "uncached": decimal_text(row.cost.uncached),
+            "saved": decimal_text(row.cost.saved),
+        },
+    }
+
+
+def _totals(totals: Totals) -> dict:
+    money = totals.money
+    return {
+        "requests": totals.requests,
+        "usage_unreported": totals.unreported,
+        "usage": _usage(totals),
+        "hit_rate": round(totals.hit_rate, 4),
+        "cost": {
+            "actual": decimal_text(money.actual),
+            "uncached": decimal_text(money.uncached),
+            "saved": decimal_text(money.saved),
+        },
+        "unpriced_turns": money.unpriced_count,
+    }
+
+
+def export_json(panel: Panel) -> dict:
+    chat = panel.session
+    return {
+        "session": {
+            "id": chat.pk,
+            "title": chat.title,
+            "provider": chat.provider,
+            "model": chat.model,
+            "api": chat.api,
+            "system_prompt": chat.system_prompt,
+            "temperature": chat.temperature,
+            "max_output_tokens": chat.max_output_tokens,
+            "reasoning_effort": chat.reasoning_effort,
+            "cache_scope": chat.cache_scope,
+            "extended_retention": chat.extended_retention,
+            "created": chat.created_at.isoformat(),
+        },
+        "turns": [_turn(row) for row in panel.rows],
+        "totals": _totals(panel.totals),
+    }
+
+
+CSV_COLUMNS = ["id", "branch", "created", "model", "prompt_cache_key", *USAGE_FIELDS, "cost_actual", "cost_uncached", "cost_saved"]
+
+
+def export_csv(panel: Panel) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for row in panel.rows:
+        turn = _turn(row)
+        writer.writerow(
+            [turn["id"], turn["branch"], turn["created"], turn["model"], turn["prompt_cache_key"] or ""]
+            + ["" if turn["usage"][f] is None else turn["usage"][f] for f in USAGE_FIELDS]
+            + [turn["cost"][k] or "" for k in ("actual", "uncached", "saved")]
+        )
+    totals = _totals(panel.totals)
+    writer.writerow(
+        ["TOTAL", f"{totals['requests']} requests", "", "", ""]
+        + [totals["usage"][f] for f in USAGE_FIELDS]
+        + [totals["cost"][k] or "" for k in ("actual", "uncached", "saved")]
+    )
+    return out.getvalue()

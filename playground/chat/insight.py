@@ -1,0 +1,212 @@
+"""Cache insight, wired to turns: each request's prefix fingerprint, the prediction shown in
+the composer, the explanation of a miss, and the rate watch.
+
+The logic is pure and lives in playground/caching (blocks, explain, ratewatch); this module
+supplies what only the app knows: which tokenizer matches a provider, which earlier requests
+could have warmed a cache, and where the rate counts live. Fingerprints are hashes of
+128-token blocks and of messages, keyed with a secret derived from the deployment's secret
+key: no text and no token ids are stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from datetime import datetime, timedelta
+from functools import cache
+
+from django.conf import settings
+from django.core.cache import cache as django_cache
+
+from playground.caching import keys
+from playground.caching.blocks import ChatEncoder, Fingerprint, fingerprint_chat, fingerprint_from_tokens, org_fingerprint
+from playground.caching.explain import Prediction, RuleSet, explain, predict, predict_exact, rate_ids, rules_for
+from playground.caching.ratewatch import MemoryRateWatch, RateWatch, RedisRateWatch
+from playground.llm import llama
+from playground.llm.client import ReplyRequest
+from playground.providers.registry import Provider
+
+from .models import Turn
+
+logger = logging.getLogger(__name__)
+
+HISTORY_WINDOW = timedelta(hours=1)
+EXTENDED_HISTORY_WINDOW = timedelta(hours=24)
+HISTORY_LIMIT = 300
+SLOT_CACHE_PREFIX = "llama-slot:"
+
+
+@cache
+def hash_key() -> bytes:
+    return hmac.new(settings.SECRET_KEY.encode(), b"prompt-cache-fingerprints", hashlib.sha256).digest()
+
+
+def rules_of(provider: Provider) -> RuleSet:
+    return rules_for(provider.cache_rules)
+
+
+@cache
+def _simulator_encoder() -> ChatEncoder:
+    from playground.simulator.prompt import chat_prompt
+
+    primer = tuple(chat_prompt([], None))
+    return ChatEncoder(encode_message=lambda m: chat_prompt([m], None)[: -len(primer)], primer=primer)
+
+
+def request_messages(*, api: str, system_prompt: str, messages: list[dict]) -> list[dict]:
+    """The messages as the provider sees them (Responses sends the system prompt as instructions)."""
+    role = "developer" if api == "responses" else "system"
+    return ([{"role": role, "content": system_prompt}] if system_prompt else []) + list(messages)
+
+
+def org_of(*, provider: Provider, api_key: str) -> str:
+    """Who owns a cache: the organization behind the key (a keyed hash of it), or the server."""
+    return org_fingerprint(api_key or f"provider:{provider.slug}", hash_key=hash_key())
+
+
+def lifetime_of(extra_body: dict) -> float | None:
+    if extra_body.get("prompt_cache_retention") == "24h":
+        return 86_400.0
+    ttl = (extra_body.get("prompt_cache_options") or {}).get("ttl")
+    if isinstance(ttl, str) and ttl.endswith("m") and ttl[:-1].isdigit():
+        return 60.0 * int(ttl[:-1])
+    return None
+
+
+def fingerprint(
+    *, provider: Provider, model: str, messages: list[dict], org: str, prompt_cache_key: str | None,
+    sent_at: float, lifetime: float | None,
+) -> tuple[Fingerprint, list[int] | None]:
+    """A request's fingerprint, with the provider's own tokens where they are exact (llama)."""
+    common = {"model": model, "org": org, "prompt_cache_key": prompt_cache_key, "sent_at": sent_at,
+              "lifetime_seconds": lifetime, "hash_key": hash_key()}
+    if provider.cache_rules == "llama":
+        tokens = llama.prompt_tokens(base_url=provider.base_url, messages=messages)
+        return fingerprint_from_tokens(tokens=tokens, messages=messages, **common), tokens
+    encoder = _simulator_encoder() if provider.simulator else ChatEncoder.for_model(model)
+    return fingerprint_chat(messages=messages, encoder=encoder, **common), None
+
+
+def history(*, provider: Provider, user_id: int, before: datetime, exclude_turn: int | None = None) -> list[Fingerprint]:
+    """Earlier requests that could have warmed a cache for this one, oldest first.
+
+    OpenAI's caches are per organization, so the user's own requests are enough (other users
+    never share an organization's key here). llama.cpp's one slot is shared by everyone who
+    uses that server, so there it is every user's requests.
+    """
+    rows = Turn.objects.filter(provider=provider.slug, fingerprint__isnull=False, requested_at__lt=before,
+                               requested_at__gte=before - EXTENDED_HISTORY_WINDOW)
+    if provider.cache_rules != "llama":
+        rows = rows.filter(user_id=user_id)
+    if exclude_turn is not None:
+        rows = rows.exclude(pk=exclude_turn)
+    recent = list(rows.order_by("-requested_at").values_list("fingerprint", flat=True)[:HISTORY_LIMIT])
+    found = []
+    for data in reversed(recent):
+        fp = Fingerprint.from_json(data)
+        if fp.lifetime_seconds or fp.sent_at >= (before - HISTORY_WINDOW).timestamp():
+            found.append(fp)
+    return found
+
+
+# --- the rate watch ------------------------------------------------------------------------
+
+
+@cache
+def rate_watch() -> RateWatch:
+    """Requests per minute per key and prefix: Redis when there is one, else this process."""
+    if settings.REDIS_URL:
+        import redis
+
+        return RedisRateWatch(redis.Redis.from_url(settings.REDIS_URL), namespace="pcp")
+    return MemoryRateWatch()
+
+
+# --- after a reply: store the fingerprint, explain the outcome -------------------------------
+
+
+def turn_explain(*, turn: Turn, provider: Provider, request: ReplyRequest, reply: str) -> None:
+    """Fingerprint the request a finished turn sent, explain its cached tokens, count its rate.
+
+    Runs in the generation job after the reply (never before the request: it must not add to
+    the time to first token). Failures are logged and leave the turn without an explanation.
+    """
+    try:
+        rules = rules_of(provider)
+        sent_at = turn.requested_at.timestamp()
+        messages = request_messages(api=request.api, system_prompt=request.system_prompt, messages=request.messages)
+        fp, tokens = fingerprint(
+            provider=provider, model=request.model, messages=messages, org=org_of(provider=provider, api_key=request.api_key),
+            prompt_cache_key=request.prompt_cache_key, sent_at=sent_at, lifetime=lifetime_of(request.extra_body),
+        )
+        earlier = history(provider=provider, user_id=turn.user_id, before=turn.requested_at, exclude_turn=turn.pk)
+        exact = None
+        if tokens is not None:
+            slot = django_cache.get(SLOT_CACHE_PREFIX + provider.slug)
+            exact = predict_exact(tokens, slot) if slot else 0
+            reply_tokens = llama.text_tokens(base_url=provider.base_url, text=reply) if reply else []
+            django_cache.set(SLOT_CACHE_PREFIX + provider.slug, tokens + reply_tokens, None)
+        reported = turn.usage_reported and "cached_tokens" not in (turn.usage_missing or [])
+        explanation = explain(
+            rules=rules, turn=fp, history=earlier, actual_cached=turn.cached_tokens if reported else None,
+            prompt_tokens=turn.prompt_tokens if turn.usage_reported else None, exact_prefix=exact,
+        )
+        rate_watch().record(*rate_ids(fp), at=sent_at)
+        stored = fp.with_reply({"role": "assistant", "content": reply}, hash_key=hash_key()) if reply else fp
+        Turn.objects.filter(pk=turn.pk).update(
+            fingerprint=stored.to_json(), explanation=explanation.to_json(), hit_class=explanation.hit_class
+        )
+    except Exception:  # noqa: BLE001 - insight is a bonus; it must never fail a turn
+        logger.exception("could not explain turn %s", turn.pk)
+
+
+# --- before sending: the composer's prediction ------------------------------------------------
+
+
+def predict_next(
+    *, provider: Provider, user, session, branch, messages: list[dict], key_ref: str | None
+) -> tuple[Prediction | None, str | None, str | None]:
+    """(prediction, rate warning, why no prediction) for the request the composer would send.
+
+    `messages` are the provider-side messages (request_messages) of the branch path plus the draft.
+    """
+    if key_ref is None:
+        return None, None, "Add a key to see predictions."
+    last = (
+        Turn.objects.filter(user=user, provider=provider.slug, key_ref=key_ref, fingerprint__isnull=False)
+        .order_by("-requested_at").values_list("fingerprint", flat=True).first()
+    )
+    org = Fingerprint.from_json(last).org if last else "unknown-org"
+    nonce = keys.baseline_nonce() if session.cache_scope == "uncached-baseline" else None
+    cache_key = keys.cache_key_for(
+        namespace=_namespace(), scope=session.cache_scope, user_id=user.pk, session_id=session.pk,
+        branch_id=branch.pk, bucket_count=settings.PLAYGROUND_CACHE_BUCKETS, request_nonce=nonce,
+    )
+    if nonce and messages:
+        messages = [{**messages[0], "content": keys.apply_baseline_nonce(messages[0]["content"], nonce)}, *messages[1:]]
+    now = time.time()
+    try:
+        upcoming, tokens = fingerprint(provider=provider, model=session.model, messages=messages, org=org,
+                                       prompt_cache_key=cache_key, sent_at=now, lifetime=None)
+    except Exception:  # noqa: BLE001 - e.g. the llama server is down: no prediction, no error page
+        logger.warning("no prediction: could not tokenize for %s", provider.slug)
+        return None, None, "No prediction: the provider's tokenizer did not answer."
+    exact = None
+    if tokens is not None:
+        slot = django_cache.get(SLOT_CACHE_PREFIX + provider.slug)
+        exact = predict_exact(tokens, slot) if slot else 0
+    from django.utils import timezone
+
+    earlier = history(provider=provider, user_id=user.pk, before=timezone.now())
+    prediction = predict(rules=rules_of(provider), upcoming=upcoming, history=earlier, now=now, exact_prefix=exact)
+    watch = rate_watch()
+    warning = watch.warning(watch.rate(*rate_ids(upcoming), now=now), scope=session.cache_scope) if cache_key else None
+    return prediction, warning, None
+
+
+def _namespace() -> str:
+    from .reply_request import cache_namespace
+
+    return cache_namespace()
