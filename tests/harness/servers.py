@@ -118,6 +118,28 @@ class AppServer:
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("*.log")))
 
+    def query_write(self, sql: str, params: tuple = ()) -> None:
+        """Change the app's database directly (tests that move time, say)."""
+        if self.mode == "embedded":
+            with sqlite3.connect(self.workdir / "data" / "db.sqlite3") as conn:
+                conn.execute(sql.replace("%s", "?"), params)
+            return
+        import psycopg
+
+        with psycopg.connect(self.database_url) as conn:
+            conn.execute(sql, params)
+
+    def shift_fingerprints(self, session_id: int, seconds: float) -> None:
+        """Move the stored request times of a session's fingerprints (a fake clock)."""
+        import json as _json
+
+        for turn_id, data in self.query("SELECT id, fingerprint FROM chat_turn WHERE session_id = %s", (session_id,)):
+            if data is None:
+                continue
+            fp = _json.loads(data) if isinstance(data, str) else data
+            fp["sent_at"] += seconds
+            self.query_write("UPDATE chat_turn SET fingerprint = %s WHERE id = %s", (_json.dumps(fp), turn_id))
+
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         """Read the app's database directly (what is really stored)."""
         if self.mode == "embedded":

@@ -148,3 +148,29 @@ def test_keys_page_shows_local_llama_without_a_key(llama_app):
     assert f"<h2>{PROVIDER_NAME}</h2>" in section.group(1)
     assert "No key needed." in section.group(1)
     assert 'name="api_key"' not in section.group(1), "a keyless provider must not offer a key form"
+
+
+FOLLOW_UPS = ("And fact 9?", "What about fact 20? One sentence.", "Compare facts 3 and 4.")
+
+
+def test_composer_predictions_are_within_two_percent_of_what_llama_reports(llama_app, llama_server):
+    """The composer's prediction for each follow-up against the cached tokens the real
+    server then reports (token-exact rules, the server's own tokenizer, the slot's last
+    prompt and reply)."""
+    user = UserClient(llama_app).signup(f"llama_pred_{secrets.token_hex(4)}")
+    session_id, branch_id = user.new_session()
+    user.update_settings(
+        session_id, provider=PROVIDER_SLUG, model=ALIAS, system_prompt=SYSTEM_PROMPT, max_output_tokens=12, temperature=0
+    )
+    user.send(session_id, branch_id, QUESTIONS[0])
+    user.wait_idle(session_id, branch_id, timeout=180)
+    for question in FOLLOW_UPS:
+        prediction = user.post(f"/sessions/{session_id}/b/{branch_id}/predict/", {"content": question}).text
+        found = re.search(r"<strong>([\d,]+)</strong>", prediction)
+        assert found, prediction
+        expected = int(found.group(1).replace(",", ""))
+        user.send(session_id, branch_id, question)
+        page = user.wait_idle(session_id, branch_id, timeout=180)
+        actual = _usage(ASSISTANT_RE.findall(page)[-1][2])["cached"]
+        assert actual >= 1000, f"the follow-up should read most of the prompt from cache: {actual}"
+        assert abs(expected - actual) <= 0.02 * actual, f"{question!r}: predicted {expected}, llama reported {actual}"

@@ -17,7 +17,7 @@ from channels.testing import WebsocketCommunicator
 from cryptography.fernet import Fernet
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from playground.chat.models import Branch, ChatSession, Message, Turn
+from playground.chat.models import Branch, ChatSession, FanOut, Message, Turn
 from playground.chat.routing import websocket_urlpatterns
 from playground.providers import crypto
 from playground.providers.models import ApiKey
@@ -54,12 +54,15 @@ def world(db, settings, django_user_model):
     turn = Turn.objects.create(message=answer, session=chat, branch=branch, user=owner, provider="simulator", api="chat", model="gpt-4o-mini")
     branch.head = answer
     branch.save()
+    fanout = FanOut.objects.create(session=chat, parent_branch=branch, origin=answer, name="fan-out 1", join=True)
+    Branch.objects.create(session=chat, name="fan-out 1.1", head=answer, forked_from=answer, parent_branch=branch)
     ApiKey.objects.create(user=owner, provider="simulator", ciphertext=crypto.encrypt(SECRET_KEY_TEXT), mask="sk-...a1b2")
     ids = {
         "session_id": chat.pk,
         "branch_id": branch.pk,
         "message_id": answer.pk,
         "turn_id": turn.pk,
+        "fanout_id": fanout.pk,
         "provider_slug": "simulator",
         "fmt": "json",
     }
@@ -88,6 +91,7 @@ def snapshot(owner):
     return (
         list(ChatSession.objects.filter(owner=owner).values_list("id", "title", "provider", "model", "system_prompt", "cache_scope")),
         list(Branch.objects.filter(session__owner=owner).values_list("id", "name", "head_id")),
+        list(FanOut.objects.filter(session__owner=owner).values_list("id", "name", "joined_at", "join_message_id")),
         list(Message.objects.filter(session__owner=owner).values_list("id", "content", "status", "parent_id")),
         list(Turn.objects.filter(session__owner=owner).values_list("id", "stop_requested", "error_kind")),
         list(ApiKey.objects.filter(user=owner).values_list("id", "ciphertext")),
