@@ -264,6 +264,9 @@ PLAYGROUND_KEY_CHECK_TIMEOUT = float(os.environ.get("PLAYGROUND_KEY_CHECK_TIMEOU
 PLAYGROUND_MAX_MESSAGE_CHARS = env_int("PLAYGROUND_MAX_MESSAGE_CHARS", 100_000)
 PLAYGROUND_MAX_SYSTEM_PROMPT_CHARS = env_int("PLAYGROUND_MAX_SYSTEM_PROMPT_CHARS", 200_000)
 PLAYGROUND_MAX_FANOUT = env_int("PLAYGROUND_MAX_FANOUT", 8)
+# Per-user limits: requests started per minute, and replies running at once.
+PLAYGROUND_USER_RPM = env_int("PLAYGROUND_USER_RPM", 30)
+PLAYGROUND_USER_CONCURRENCY = env_int("PLAYGROUND_USER_CONCURRENCY", 8)
 # A streaming turn whose worker has not written for this long is marked failed.
 PLAYGROUND_STALE_STREAM_SECONDS = env_int("PLAYGROUND_STALE_STREAM_SECONDS", 90)
 # How often deltas are sent to browsers (coalesced) and partial text saved.

@@ -77,8 +77,27 @@ def _key_ref(*, session: ChatSession, user, web_session) -> str:
     return ref
 
 
+def _check_limits(*, user) -> None:
+    """The operator's per-user limits. Runs inside the transaction that creates the turn, so
+    a refusal rolls everything back (a whole fan-out, too) and the user's text is kept."""
+    since = timezone.now() - timedelta(minutes=1)
+    recent = Turn.objects.filter(user=user, created_at__gte=since).count()
+    if recent >= settings.PLAYGROUND_USER_RPM:
+        raise ChatError(
+            f"You started {recent} replies in the last minute; the limit is {settings.PLAYGROUND_USER_RPM}. "
+            "Try again in a few seconds (your message is still here)."
+        )
+    running = Turn.objects.filter(user=user, message__status__in=[Message.Status.PENDING, Message.Status.STREAMING]).count()
+    if running >= settings.PLAYGROUND_USER_CONCURRENCY:
+        raise ChatError(
+            f"You have {running} replies running; the limit is {settings.PLAYGROUND_USER_CONCURRENCY} at once. "
+            "Wait for one to finish or stop one (your message is still here)."
+        )
+
+
 def _turn_fields(*, session: ChatSession, branch: Branch | None, user, key_ref: str) -> dict:
     """A Turn's request snapshot: later settings changes never rewrite what was sent."""
+    _check_limits(user=user)
     return {
         "session": session,
         "branch": branch,
