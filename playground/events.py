@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import weakref
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from functools import cache
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
+
+logger = logging.getLogger(__name__)
 
 HTML_EVENT = "session.html"  # handled by SessionConsumer.session_html
 STOP_EVENT = "turn.stop"
@@ -37,9 +40,30 @@ def turn_group(turn_id: int) -> str:
     return f"turn-{turn_id}"
 
 
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    errors: tuple[type[BaseException], ...] = (OSError, ConnectionError, TimeoutError)
+    try:
+        import redis
+
+        errors += (redis.exceptions.RedisError,)
+    except ImportError:  # pragma: no cover - redis is a dependency
+        pass
+    return errors
+
+
+TRANSPORT_ERRORS = _transport_errors()
+
+
 async def publish(session_id: int, html: str) -> None:
-    """Send an HTML fragment to every tab open on the session."""
-    await get_channel_layer().group_send(session_group(session_id), {"type": HTML_EVENT, "html": html})
+    """Send an HTML fragment to every tab open on the session.
+
+    Best effort: if Redis is restarting, the tabs miss this fragment but the reply goes on
+    and is saved; a tab that reconnects gets a snapshot of the text so far (SessionConsumer).
+    """
+    try:
+        await get_channel_layer().group_send(session_group(session_id), {"type": HTML_EVENT, "html": html})
+    except TRANSPORT_ERRORS as exc:
+        logger.warning("could not publish to session %s: %s", session_id, type(exc).__name__)
 
 
 def publish_sync(session_id: int, html: str) -> None:
@@ -172,5 +196,8 @@ class DeltaStream:
             self.seq += 1
             self._last_sent = time.monotonic()
             # Store first, publish second: see the module docstring.
-            await live_store().aset(self.message_id, self.seq, self.text)
+            try:
+                await live_store().aset(self.message_id, self.seq, self.text)
+            except TRANSPORT_ERRORS as exc:
+                logger.warning("live text not stored for message %s: %s", self.message_id, type(exc).__name__)
             await publish(self.session_id, self.render(self.seq, chunk))

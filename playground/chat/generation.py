@@ -18,7 +18,7 @@ from functools import partial
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from playground import events
@@ -104,15 +104,51 @@ def _start(turn_id: int) -> tuple[Job | None, bool]:
     return job, False
 
 
+DB_ERRORS = (OperationalError, InterfaceError)
+FINISH_ATTEMPTS = 20  # with the backoff below: about a minute of database outage survived
+
+
+def _reconnect() -> None:
+    """Drop a broken connection so the next query opens a fresh one."""
+    try:
+        connection.close()
+    except DB_ERRORS:
+        pass
+
+
 def _save_partial(job: Job, text: str) -> None:
-    Message.objects.filter(pk=job.message_id, status=Message.Status.STREAMING).update(content=text)
-    Turn.objects.filter(pk=job.turn_id).update(heartbeat_at=timezone.now())
+    """Save the text so far. Skipped while the database is unavailable: the reply goes on."""
+    try:
+        Message.objects.filter(pk=job.message_id, status=Message.Status.STREAMING).update(content=text)
+        Turn.objects.filter(pk=job.turn_id).update(heartbeat_at=timezone.now())
+    except DB_ERRORS as exc:
+        logger.warning("turn %s: partial save skipped (%s)", job.turn_id, type(exc).__name__)
+        _reconnect()
 
 
 def _heartbeat(job: Job) -> bool:
     """Prove the job is alive (for the stale sweeper); return whether a stop was requested."""
-    Turn.objects.filter(pk=job.turn_id).update(heartbeat_at=timezone.now())
-    return Turn.objects.filter(pk=job.turn_id, stop_requested=True).exists()
+    try:
+        Turn.objects.filter(pk=job.turn_id).update(heartbeat_at=timezone.now())
+        return Turn.objects.filter(pk=job.turn_id, stop_requested=True).exists()
+    except DB_ERRORS as exc:
+        logger.warning("turn %s: heartbeat skipped (%s)", job.turn_id, type(exc).__name__)
+        _reconnect()
+        return False
+
+
+def _finish_retrying(job: Job, outcome: Outcome, text: str) -> None:
+    """Store the outcome, waiting out a brief database outage rather than losing the reply."""
+    for attempt in range(FINISH_ATTEMPTS):
+        try:
+            _finish(job, outcome, text)
+            return
+        except DB_ERRORS as exc:
+            if attempt == FINISH_ATTEMPTS - 1:
+                raise
+            logger.warning("turn %s: finish failed (%s), retrying", job.turn_id, type(exc).__name__)
+            _reconnect()
+            time.sleep(min(0.25 * 2**attempt, 5.0))
 
 
 def _finish(job: Job, outcome: Outcome, text: str) -> None:
@@ -183,7 +219,10 @@ async def _watch(job: Job, consumer: asyncio.Task, outcome: Outcome) -> None:
     layer = get_channel_layer()
     channel = await layer.new_channel()
     group = events.turn_group(job.turn_id)
-    await layer.group_add(group, channel)
+    try:
+        await layer.group_add(group, channel)
+    except events.TRANSPORT_ERRORS:
+        pass  # rejoined below once the channel layer answers again
     try:
         while True:
             try:
@@ -191,12 +230,24 @@ async def _watch(job: Job, consumer: asyncio.Task, outcome: Outcome) -> None:
                 stop = message.get("type") == events.STOP_EVENT
             except TimeoutError:
                 stop = await database_sync_to_async(_heartbeat)(job)
+            except events.TRANSPORT_ERRORS:
+                # The channel layer is down (Redis restarting): keep heart-beating through the
+                # database, where a stop request is also recorded, and rejoin when it is back.
+                await asyncio.sleep(heartbeat_seconds())
+                stop = await database_sync_to_async(_heartbeat)(job)
+                try:
+                    await layer.group_add(group, channel)
+                except events.TRANSPORT_ERRORS:
+                    pass
             if stop:
                 outcome.stopped = True
                 consumer.cancel()
                 return
     finally:
-        await layer.group_discard(group, channel)
+        try:
+            await layer.group_discard(group, channel)
+        except events.TRANSPORT_ERRORS:
+            pass
 
 
 async def generation_run(turn_id: int) -> None:
@@ -223,7 +274,10 @@ async def generation_run(turn_id: int) -> None:
     finally:
         watcher.cancel()
     await stream.flush()
-    await database_sync_to_async(_finish)(job, outcome, stream.text)
+    await database_sync_to_async(_finish_retrying)(job, outcome, stream.text)
     html = await database_sync_to_async(rendering.turn_ended)(message_id=job.message_id, session_id=job.session_id)
     await events.publish(job.session_id, html)
-    await events.live_store().aclear(job.message_id)
+    try:
+        await events.live_store().aclear(job.message_id)
+    except events.TRANSPORT_ERRORS:
+        logger.warning("turn %s: live text left to expire", job.turn_id)  # it has a TTL

@@ -178,15 +178,16 @@ def start_embedded(workdir: Path, *, simulator_url: str, extra_env: dict[str, st
     return server
 
 
-def start_production(workdir: Path, *, simulator_url: str, extra_env: dict[str, str] | None = None) -> AppServer:
+def start_production(
+    workdir: Path, *, simulator_url: str, extra_env: dict[str, str] | None = None, redis_url: str | None = None
+) -> AppServer:
     import psycopg
     import redis
 
     db_name = f"pcp_test_{secrets.token_hex(4)}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db_name}"')
-    redis_db = 1 + secrets.randbelow(14)
-    redis_url = f"{REDIS_BASE}/{redis_db}"
+    redis_url = redis_url or f"{REDIS_BASE}/{1 + secrets.randbelow(14)}"
     redis.Redis.from_url(redis_url).flushdb()
     database_url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{db_name}"
     env = _base_env(workdir, simulator_url, extra_env)
@@ -214,3 +215,40 @@ def drop_production(server: AppServer) -> None:
     db_name = server.database_url.rsplit("/", 1)[1]
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+
+
+class RedisServer:
+    """A Redis of a test's own (the machine's shared one must never be restarted by a test)."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        import redis
+
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis.from_url(self.url).ping()
+                return self
+            except redis.exceptions.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
