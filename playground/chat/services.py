@@ -66,6 +66,9 @@ def _validate_content(content: str) -> str:
     limit = settings.PLAYGROUND_MAX_MESSAGE_CHARS
     if len(content) > limit:
         raise ChatError(f"That message is {len(content):,} characters; the limit is {limit:,}. Nothing was sent.")
+    if "\x00" in content:
+        # PostgreSQL cannot store NUL in text, and no model needs it.
+        raise ChatError("Messages can't contain NUL (\\x00) characters; remove them and send again.")
     return content
 
 
@@ -257,7 +260,7 @@ def _branch_number(session: ChatSession) -> int:
 
 
 def _branch_name(name: str) -> str:
-    name = " ".join((name or "").split())
+    name = " ".join((name or "").replace("\x00", "").split())
     if not name:
         raise ChatError("A branch needs a name.")
     if len(name) > BRANCH_NAME_MAX:
