@@ -42,3 +42,6 @@ test: install-test
 
 clean:
 	rm -rf $(VENV) var test-artifacts .pytest_cache .hypothesis
+
+bench: install-test
+	$(PY) -m bench $(BENCH_ARGS)

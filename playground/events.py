@@ -194,10 +194,13 @@ class DeltaStream:
                 return
             chunk, self._pending = self._pending, ""
             self.seq += 1
-            self._last_sent = time.monotonic()
             # Store first, publish second: see the module docstring.
             try:
                 await live_store().aset(self.message_id, self.seq, self.text)
             except TRANSPORT_ERRORS as exc:
                 logger.warning("live text not stored for message %s: %s", self.message_id, type(exc).__name__)
             await publish(self.session_id, self.render(self.seq, chunk))
+            # Stamp after the send, not before: when sends slow down under load, the next
+            # frame then carries everything that arrived meanwhile, instead of each token
+            # going out alone (which would make the cost per token grow with the load).
+            self._last_sent = time.monotonic()

@@ -113,8 +113,28 @@ TEMPLATES = [
     },
 ]
 
+def _postgres(url: str) -> dict:
+    """PostgreSQL through psycopg's connection pool.
+
+    Persistent per-thread connections (CONN_MAX_AGE) do not suit ASGI: sync views run on
+    changing threads, each keeping its own connection, until the server's max_connections
+    is exhausted under load. A bounded pool per process is shared by all its threads.
+    """
+    from psycopg_pool import ConnectionPool
+
+    config = dj_database_url.parse(url, conn_max_age=0)
+    config.setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env_int("PLAYGROUND_DB_POOL_MIN", 2),
+        "max_size": env_int("PLAYGROUND_DB_POOL_MAX", 20),
+        "timeout": 10,
+        # Hand out only live connections: after a database restart the pool's old ones are dead.
+        "check": ConnectionPool.check_connection,
+    }
+    return config
+
+
 DATABASES = {
-    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
+    "default": (_postgres(DATABASE_URL) if DATABASE_URL.startswith("postgres") else dj_database_url.parse(DATABASE_URL))
     if DATABASE_URL
     else {
         "ENGINE": "django.db.backends.sqlite3",

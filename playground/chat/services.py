@@ -530,17 +530,22 @@ def fanout_finished(*, fanout_id: int) -> Message | None:
 
 
 def fanout_join_request(*, fanout: FanOut, user) -> Message | None:
-    """The "join" button: join now if every reply has ended, else when the last one does."""
+    """The "join" button: join now if every reply has ended, else when the last one does.
+
+    Pressed again while a join is pending (a child was regenerated after the others ended,
+    so no callback is coming), it joins right away with what has finished.
+    """
     if fanout.session.owner_id != user.pk:
         raise PermissionDenied("not your session")
     if fanout.joined_at is not None:
         raise ChatError("These results were already joined into the parent branch.")
     if fanout.parent_branch_id is None:
         raise ChatError("The parent branch of this fan-out is gone; open a child branch and return it instead.")
+    already_requested = fanout.join
     if not fanout.join:
         FanOut.objects.filter(pk=fanout.pk).update(join=True)
         fanout.join = True
-    message = fanout_join(fanout=fanout)
+    message = fanout_join(fanout=fanout, wait_for_running=not already_requested)
     if message is None:
         events.publish_sync(fanout.session_id, tree.render_fanout_status(fanout=fanout, oob=True))
     return message

@@ -271,3 +271,25 @@ def test_a_swept_child_completes_the_join(chat, owner, settings, django_capture_
     joined = Message.objects.get(source_fanout=fanout)
     assert "> first answer" in joined.content
     assert "“fan-out 2.2” (incomplete: The worker stopped responding" in joined.content and "> half" in joined.content
+
+
+def test_join_now_while_pending_joins_with_what_finished(chat, owner, django_capture_on_commit_callbacks):
+    main = chat.branches.get()
+    u1 = _msg(chat, None, "user", "q", main)
+    a1 = _msg(chat, u1, "assistant", "a", main)
+    main.head = a1
+    main.save()
+    fanout = FanOut.objects.create(session=chat, parent_branch=main, origin=a1, join=False, name="fan-out 2")
+    for i, status in enumerate([Message.Status.DONE, Message.Status.STREAMING], start=1):
+        child = Branch.objects.create(session=chat, name=f"fan-out 2.{i}", forked_from=a1, parent_branch=main, fanout=fanout)
+        prompt = _msg(chat, a1, "user", f"p{i}", child)
+        _msg(chat, prompt, "assistant", f"answer {i}", child, status=status)
+    with django_capture_on_commit_callbacks(execute=False):
+        assert services.fanout_join_request(fanout=fanout, user=owner) is None  # first press: join when done
+        fanout.refresh_from_db()
+        assert fanout.join and fanout.joined_at is None
+        joined = services.fanout_join_request(fanout=fanout, user=owner)  # second press: now
+    assert "> answer 1" in joined.content and "still running" in joined.content
+    fanout.refresh_from_db()
+    with pytest.raises(ChatError, match="already joined"):
+        services.fanout_join_request(fanout=fanout, user=owner)

@@ -1,0 +1,135 @@
+"""Micro-benchmarks of the relay's per-token and per-delta steps, in the app's environment
+(its settings: the Redis channel layer and live store in production, in-memory in embedded;
+its database). Quiet machine or not, these are costs per operation, so the lead can price a
+design change: cost per delta x deltas per second = CPU per second.
+
+    python -m bench.app_micro '{"repeat": 2000}'
+
+Every figure is microseconds per operation: `wall_us` (elapsed) and `cpu_us` (process CPU,
+all threads, so a thread hand-off's other side is included). Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+
+def _measure(fn, n: int) -> dict:
+    fn()
+    w, c = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        fn()
+    return {"n": n, "wall_us": round((time.perf_counter() - w) * 1e6 / n, 1), "cpu_us": round((time.process_time() - c) * 1e6 / n, 1)}
+
+
+async def _ameasure(fn, n: int) -> dict:
+    await fn()
+    w, c = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        await fn()
+    return {"n": n, "wall_us": round((time.perf_counter() - w) * 1e6 / n, 1), "cpu_us": round((time.process_time() - c) * 1e6 / n, 1)}
+
+
+def main() -> None:
+    import django
+
+    django.setup()
+    from channels.db import database_sync_to_async
+    from channels.layers import get_channel_layer
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+
+    from playground import events
+    from playground.chat import generation, rendering
+    from playground.chat.models import ChatSession, Message, Turn
+
+    cfg = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    n = int(cfg.get("repeat", 2000))
+    out: dict = {"db": connection.vendor, "channel_layer": type(get_channel_layer()).__name__,
+                 "live_store": type(events.live_store()).__name__}
+    text_so_far = "".join(f" {i}" for i in range(1, 401))  # a 400-token reply's text at its end
+
+    out["render_delta"] = _measure(lambda: rendering.delta(123, 45, " 17 18"), n)
+
+    import openai
+    from openai._models import construct_type
+    from openai.types.chat import ChatCompletionChunk
+
+    raw = json.dumps({"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini-2024-07-18",
+                      "system_fingerprint": "fp", "choices": [{"index": 0, "delta": {"content": " 17"}, "logprobs": None,
+                                                                 "finish_reason": None}]})
+    out["sdk_chunk_json_plus_construct"] = _measure(lambda: construct_type(type_=ChatCompletionChunk, value=json.loads(raw)), n)
+    out["openai_version"] = openai.__version__
+
+    user = get_user_model().objects.create_user(f"micro{time.time_ns()}", password=None)
+    chat = ChatSession.objects.create(owner=user, provider="simulator", model="gpt-4o-mini")
+    msg = Message.objects.create(session=chat, role="assistant", status="streaming", content="")
+    turn = Turn.objects.create(message=msg, session=chat, user=user, provider="simulator", api="chat", model="gpt-4o-mini")
+    job = generation.Job(turn.pk, msg.pk, chat.pk, request=None, price_provider="openai", requested_at=None)
+    out["save_partial_sync"] = _measure(lambda: generation._save_partial(job, text_so_far), max(n // 10, 50))
+
+    async def run_async() -> None:
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        group = f"micro-{time.time_ns()}"
+        await layer.group_add(group, channel)
+        store = events.live_store()
+
+        async def aset():
+            await store.aset(msg.pk, 7, text_so_far)
+
+        out["live_store_aset_400_tokens"] = await _ameasure(aset, n)
+
+        html = rendering.delta(msg.pk, 45, " 17 18")
+
+        async def send_and_receive():
+            await layer.group_send(group, {"type": events.HTML_EVENT, "html": html})
+            await layer.receive(channel)
+
+        out["group_send_plus_receive_1_member"] = await _ameasure(send_and_receive, n)
+
+        async def send_only():
+            await layer.group_send(group, {"type": events.HTML_EVENT, "html": html})
+
+        batch = min(n, 90)  # under both layers' channel capacity (in-memory: 100)
+        out["group_send_1_member"] = await _ameasure(send_only, batch)
+        for _ in range(batch + 1):
+            await layer.receive(channel)
+
+        async def hop():
+            await database_sync_to_async(lambda: None)()
+
+        out["database_sync_to_async_noop_hop"] = await _ameasure(hop, max(n // 4, 100))
+
+        async def save():
+            await database_sync_to_async(generation._save_partial)(job, text_so_far)
+
+        out["save_partial_via_database_sync_to_async"] = await _ameasure(save, max(n // 10, 50))
+
+        stream = events.DeltaStream(session_id=chat.pk, message_id=msg.pk, render=lambda seq, chunk: rendering.delta(msg.pk, seq, chunk),
+                                    interval=0.0)
+
+        # A whole flush (live-store write + render + publish to the session's group, one tab
+        # subscribed) per call: interval 0 makes every add flush. The tab's receive is included.
+        await layer.group_discard(group, channel)
+        tab = await layer.new_channel()
+        await layer.group_add(events.session_group(chat.pk), tab)
+
+        async def flush_and_receive():
+            await stream.add(" 17")
+            await layer.receive(tab)
+
+        out["delta_flush_plus_receive_1_tab"] = await _ameasure(flush_and_receive, min(n, 500))
+        await layer.group_discard(events.session_group(chat.pk), tab)
+        await store.aclear(msg.pk)
+
+    asyncio.run(run_async())
+    user.delete()  # its "streaming" message must not look like a reply in flight to the bench
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

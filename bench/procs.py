@@ -1,0 +1,164 @@
+"""Per-process figures read from /proc: memory (RSS, peak RSS) and CPU time.
+
+A process here means a pid plus all of its descendants (uvicorn with --workers forks
+children; a Celery thread pool does not, but it costs nothing to look).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    """pid and every live descendant (via /proc/<pid>/task/<tid>/children)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                try:
+                    todo.extend(int(c) for c in Path(f"/proc/{current}/task/{task}/children").read_text().split())
+                except OSError:
+                    pass
+        except OSError:
+            pass
+    return found
+
+
+def _status_kb(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def rss_mb(pid: int) -> float:
+    """Current resident memory of pid and its descendants, MB."""
+    return sum(_status_kb(p, "VmRSS") for p in descendants(pid)) / 1024
+
+
+def hwm_mb(pid: int) -> float:
+    """Peak resident memory (VmHWM) summed over pid and its descendants, MB."""
+    return sum(_status_kb(p, "VmHWM") for p in descendants(pid)) / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of pid and its live descendants, seconds."""
+    total = 0
+    for p in descendants(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / TICK
+
+
+def pids_named(name: str) -> list[int]:
+    """Pids whose command name (comm) starts with `name` (e.g. redis-server, postgres)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if Path(f"/proc/{entry}/comm").read_text().strip().startswith(name):
+                    out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def cpu_seconds_named(name: str) -> float:
+    return sum(cpu_seconds(p) for p in pids_named(name))
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    total = sum(fields[:8])
+    return (total - idle) / TICK, total / TICK
+
+
+@dataclass
+class Sampler:
+    """Samples RSS of named pids every `interval` seconds while running (in the bench loop)."""
+
+    pids: dict[str, int]
+    interval: float = 0.1
+    peaks: dict[str, float] = field(default_factory=dict)
+    starts: dict[str, float] = field(default_factory=dict)
+    _task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        for name, pid in self.pids.items():
+            self.starts[name] = self.peaks[name] = rss_mb(pid)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            for name, pid in self.pids.items():
+                self.peaks[name] = max(self.peaks.get(name, 0.0), rss_mb(pid))
+            await asyncio.sleep(self.interval)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for name, pid in self.pids.items():
+            self.peaks[name] = max(self.peaks.get(name, 0.0), rss_mb(pid))
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds spent by each named process (and the machine) between start() and stop()."""
+
+    pids: dict[str, int]
+    named: tuple[str, ...] = ("redis-server", "postgres")
+    _start: dict[str, float] = field(default_factory=dict)
+    result: dict[str, float] = field(default_factory=dict)
+
+    def _read(self) -> dict[str, float]:
+        values = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        values["bench_client"] = time.process_time()
+        for name in self.named:
+            # Per pid, so a backend that exits during the run cannot make the delta negative.
+            values[name] = {pid: cpu_seconds(pid) for pid in pids_named(name)}
+        busy, total = machine_cpu_seconds()
+        values["machine_busy"], values["machine_total"] = busy, total
+        values["wall"] = time.monotonic()
+        return values
+
+    def start(self) -> None:
+        self._start = self._read()
+
+    def stop(self) -> dict[str, float]:
+        end = self._read()
+        self.result = {}
+        for k, v in end.items():
+            if isinstance(v, dict):
+                before = self._start.get(k, {})
+                self.result[k] = round(sum(cpu - before.get(pid, 0.0) for pid, cpu in v.items()), 3)
+            else:
+                self.result[k] = round(v - self._start.get(k, 0.0), 3)
+        ours = sum(v for k, v in self.result.items() if k not in ("machine_busy", "machine_total", "wall"))
+        # CPU the machine spent on anything else (other users' test runs, the kernel): noise.
+        self.result["other_processes"] = round(self.result["machine_busy"] - ours, 3)
+        return self.result
