@@ -193,5 +193,8 @@ def composer_predict(request, session_id: int, branch_id: int):
             messages=insight.request_messages(api=chat.api, system_prompt=chat.system_prompt, messages=messages),
             key_ref=key_ref_for(user=request.user, session=request.session, provider=provider),
         )
-        context = {"prediction": prediction, "warning": warning, "unavailable": unavailable}
+        # Exact for the simulator (its own tokenizer) and llama.cpp (the server's /tokenize);
+        # for OpenAI the local tiktoken count is close but not exact.
+        approximate = not provider.simulator and provider.cache_rules != "llama"
+        context = {"prediction": prediction, "warning": warning, "unavailable": unavailable, "approximate": approximate}
     return render(request, f"{TEMPLATE}#prediction", context)

@@ -87,3 +87,12 @@ def test_no_key_is_a_clear_refusal(app, sim):
     assert resp.status_code == 422
     assert "Add a key for Simulator on the Keys page first" in resp.text
     assert "hello" in resp.text
+
+
+def test_connect_timeout(app, sim):
+    user = new_user(app)
+    session_id, branch_id = user.new_session(provider="stalled")
+    user.send(session_id, branch_id, "Hello?")
+    reply = last_reply(user.wait_idle(session_id, branch_id))
+    assert reply.status == "failed"
+    assert "Could not connect to the provider in time (connect timeout)" in reply.error

@@ -73,7 +73,7 @@ def test_stored_key_is_masked_encrypted_used_and_never_leaked(app, sim):
     assert used["api_key_fingerprint"] == hashlib.sha256(key.encode()).hexdigest()[:12], "the real key went upstream"
     assert "last used" in user.get("/keys/").text
 
-    ciphertext, mask = app.query("SELECT ciphertext, mask FROM providers_apikey")[-1]
+    ciphertext, mask = app.query("SELECT ciphertext, mask FROM providers_apikey ORDER BY id DESC LIMIT 1")[0]
     assert mask == "sk-...a1b2" and key not in ciphertext and key[7:-4] not in ciphertext
     assert key not in database_text(app)
     assert key not in redis_text(app), "nor the broker, channel layer or cache"
@@ -156,3 +156,54 @@ def test_admin_never_shows_key_material(embedded_app, sim, path):
         detail = operator.get(link).text
         assert key not in detail and ciphertext not in detail
     assert key not in listing and ciphertext not in listing
+
+
+def test_a_planted_key_appears_nowhere_in_a_full_flow(app, sim):
+    """Add key, chat, an error, fork, exports, tree, account and admin pages, with every HTTP
+    body, every WebSocket frame, every log line, the database and Redis captured."""
+    import asyncio
+
+    from tests.harness.client import collect
+
+    key = planted_key()
+    user = UserClient(app).signup("secrecy_" + secrets.token_hex(3))
+    bodies = [user.add_key("simulator", key).text]
+    sim.configure(reply_mode="echo")
+    sid, bid = user.new_session(provider="simulator")
+
+    async def run():
+        async with user.socket(sid) as ws:
+            bodies.append(user.send(sid, bid, "hello").text)
+            frames = await collect(ws, until='hx-swap-oob="true"')
+            user.wait_idle(sid, bid)
+            sim.add_fault(status=500)
+            bodies.append(user.send(sid, bid, "now fail").text)
+            frames += await collect(ws, until="The provider had an error (500)")
+            return frames
+
+    frames = asyncio.run(run())
+    page = user.wait_idle(sid, bid)
+    bodies.append(page)
+    first_reply = int(re.findall(r'<article class="msg msg-assistant[^"]*" id="msg-(\d+)"', page)[0])
+    fork = user.post(f"/sessions/{sid}/m/{first_reply}/fork/", htmx=False)
+    bodies.append(user.get(fork.headers["location"]).text)
+    for path in (f"/sessions/{sid}/export.json", f"/sessions/{sid}/export.csv", f"/sessions/{sid}/tree/", "/keys/", "/account/"):
+        resp = user.get(path)
+        assert resp.status_code == 200, path
+        bodies.append(resp.text)
+    name = "op_" + secrets.token_hex(3)
+    app.env["DJANGO_SUPERUSER_PASSWORD"] = "operator-pass-123"
+    app.manage("createsuperuser", "--noinput", "--username", name, "--email", "op@example.com")
+    operator = UserClient(app)
+    operator.get("/admin/login/")
+    operator.post("/admin/login/?next=/admin/", {"username": name, "password": "operator-pass-123"}, htmx=False)
+    for path in ("/admin/providers/apikey/", "/admin/chat/turn/", "/admin/chat/chatsession/"):
+        listing = operator.get(path)
+        assert listing.status_code == 200, path
+        bodies.append(listing.text)
+        for link in re.findall(r'href="(/admin/[a-z]+/[a-z]+/\d+/change/)"', listing.text)[:3]:
+            bodies.append(operator.get(link).text)
+    assert len(frames) > 2 and any("The provider had an error (500)" in f for f in frames)
+    captured = "\n".join(bodies + frames) + app.logs() + database_text(app) + redis_text(app)
+    assert key not in captured, "the plaintext key leaked"
+    assert key[7:-4] not in captured, "not even its middle"

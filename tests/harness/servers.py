@@ -151,6 +151,24 @@ class AppServer:
             return conn.execute(sql, params).fetchall()
 
 
+_stalled: list[socket.socket] = []
+
+
+def stalled_port() -> int:
+    """A loopback port whose TCP handshake never completes: a true connect timeout.
+
+    The socket listens with a backlog of 0 and never accepts; one connection fills its
+    queue, after which the kernel drops new handshakes and clients time out connecting.
+    """
+    if not _stalled:
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        filler = socket.create_connection(server.getsockname(), timeout=2)
+        _stalled.extend([server, filler])
+    return _stalled[0].getsockname()[1]
+
+
 def _base_env(workdir: Path, simulator_url: str, extra: dict[str, str] | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
     env.update(
@@ -164,7 +182,10 @@ def _base_env(workdir: Path, simulator_url: str, extra: dict[str, str] | None) -
         PLAYGROUND_STALE_STREAM_SECONDS="6",
         # A provider nobody listens on: the connection-refused path.
         PLAYGROUND_PROVIDERS=json.dumps(
-            [{"name": "Unreachable", "slug": "unreachable", "base_url": f"http://127.0.0.1:{free_port()}/v1", "needs_key": False}]
+            [
+                {"name": "Unreachable", "slug": "unreachable", "base_url": f"http://127.0.0.1:{free_port()}/v1", "needs_key": False},
+                {"name": "Stalled", "slug": "stalled", "base_url": f"http://127.0.0.1:{stalled_port()}/v1", "needs_key": False},
+            ]
         ),
     )
     env.update(extra or {})

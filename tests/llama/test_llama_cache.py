@@ -174,3 +174,27 @@ def test_composer_predictions_are_within_two_percent_of_what_llama_reports(llama
         actual = _usage(ASSISTANT_RE.findall(page)[-1][2])["cached"]
         assert actual >= 1000, f"the follow-up should read most of the prompt from cache: {actual}"
         assert abs(expected - actual) <= 0.02 * actual, f"{question!r}: predicted {expected}, llama reported {actual}"
+
+
+def test_a_fork_reads_the_shared_prefix_from_llama_cache_on_its_first_turn(llama_app):
+    """Session scope, real server: fork after the first reply; the fork's first turn reuses
+    the prefix the main branch just computed (system prompt + first exchange)."""
+    user = UserClient(llama_app).signup(f"llama_fork_{secrets.token_hex(4)}")
+    session_id, branch_id = user.new_session()
+    user.update_settings(
+        session_id, provider=PROVIDER_SLUG, model=ALIAS, system_prompt=SYSTEM_PROMPT, max_output_tokens=12, temperature=0
+    )
+    user.send(session_id, branch_id, QUESTIONS[0])
+    page = user.wait_idle(session_id, branch_id, timeout=180)
+    first_reply_id = int(ASSISTANT_RE.findall(page)[-1][1])
+    resp = user.post(f"/sessions/{session_id}/m/{first_reply_id}/fork/", htmx=False)
+    assert resp.status_code == 302, resp.status_code
+    fork_id = int(re.search(r"/b/(\d+)/", resp.headers["location"]).group(1))
+    assert fork_id != branch_id
+    user.send(session_id, fork_id, "On this branch: what does fact 30 say?")
+    page = user.wait_idle(session_id, fork_id, timeout=180)
+    assert "status-done" in page
+    shown = _usage(ASSISTANT_RE.findall(page)[-1][2])
+    assert shown["cached"] >= 1200, f"the fork's first turn should read the shared prefix from cache: {shown}"
+    keys = llama_app.query("SELECT prompt_cache_key FROM chat_turn WHERE session_id = %s", (session_id,))
+    assert len({k for (k,) in keys}) == 1, "session scope: both branches send the same key"
