@@ -156,3 +156,16 @@ def test_websockets_refuse_other_users_and_anonymous(world, route):
     assert asyncio.run(attempt(world["intruder"])) is False
     assert asyncio.run(attempt(AnonymousUser())) is False
     assert asyncio.run(attempt(world["owner"])) is True
+
+
+@pytest.mark.parametrize("name, pattern", routes())
+def test_every_post_needs_a_csrf_token(world, name, pattern):
+    """Even the owner, signed in, cannot POST without the CSRF token (forms and htmx alike)."""
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(world["owner"])
+    before = snapshot(world["owner"])
+    resp = client.post(concrete(pattern, world["ids"]), FORM, HTTP_HX_REQUEST="true")
+    assert resp.status_code in (403, 405), f"{pattern}: {resp.status_code}"
+    assert snapshot(world["owner"]) == before
