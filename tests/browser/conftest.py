@@ -1,4 +1,4 @@
-"""Browser fixtures: one Chromium per test session, a fresh context per test.
+"""Browser fixtures: one Chromium for the browser tests, a fresh context per test.
 
 Chromium is Debian's /usr/bin/chromium driven by Playwright (never `playwright install`).
 Every test's page is screenshotted on teardown to test-artifacts/screenshots/<test>.png,
@@ -64,7 +64,10 @@ def csp_violations(messages: list[str]) -> list[str]:
     return [m for m in messages if "content security policy" in m.lower()]
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running in the main
+# thread while it is open, and every later test that calls asyncio.run() would fail. Closing
+# it when the browser tests end keeps the rest of the session's tests independent of it.
+@pytest.fixture(scope="package")
 def browser() -> Browser:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
