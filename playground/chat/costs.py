@@ -106,9 +106,13 @@ def _row(turn: Turn) -> TurnRow:
 
 
 def turn_rows(*, session: ChatSession) -> list[TurnRow]:
-    """Every request the session sent, oldest first (one query)."""
+    """Every request the session sent that has ended, oldest first (one query).
+
+    A reply still streaming is left out until it ends (the panel is pushed again then):
+    counted now, it would look like a request whose usage never came.
+    """
     turns = (
-        Turn.objects.filter(session=session, requested_at__isnull=False)
+        Turn.objects.filter(session=session, requested_at__isnull=False, finished_at__isnull=False)
         .select_related("branch")
         .order_by("requested_at", "id")
     )
@@ -231,7 +235,7 @@ def account_summary(*, user) -> tuple[Totals, list[tuple[ChatSession, Totals]]]:
     """Every session's totals and the sum over all of them (two queries)."""
     sessions = list(ChatSession.objects.filter(owner=user).annotate(n=Count("turns")).order_by("-updated_at"))
     turns = (
-        Turn.objects.filter(session__owner=user, requested_at__isnull=False)
+        Turn.objects.filter(session__owner=user, requested_at__isnull=False, finished_at__isnull=False)
         .select_related("branch")
         .order_by("requested_at", "id")
     )
