@@ -41,6 +41,7 @@ def main() -> None:
     from channels.layers import get_channel_layer
     from django.contrib.auth import get_user_model
     from django.db import connection
+    from playground.providers.registry import providers
 
     from playground import events
     from playground.chat import generation, rendering
@@ -68,7 +69,7 @@ def main() -> None:
     chat = ChatSession.objects.create(owner=user, provider="simulator", model="gpt-4o-mini")
     msg = Message.objects.create(session=chat, role="assistant", status="streaming", content="")
     turn = Turn.objects.create(message=msg, session=chat, user=user, provider="simulator", api="chat", model="gpt-4o-mini")
-    job = generation.Job(turn.pk, msg.pk, chat.pk, request=None, price_provider="openai", requested_at=None)
+    job = generation.Job(turn.pk, msg.pk, chat.pk, request=None, provider=providers()["simulator"], requested_at=None)
     out["save_partial_sync"] = _measure(lambda: generation._save_partial(job, text_so_far), max(n // 10, 50))
 
     async def run_async() -> None:

@@ -101,33 +101,7 @@ class Simulator:
 
 
 class BenchServer(harness.AppServer):
-    """The harness's AppServer with a configurable uvicorn worker count and Celery pool size."""
-
-    web_workers: int = 1
-    worker_concurrency: int = 64
-
-    def start_web(self) -> None:
-        argv = [sys.executable, "-m", "uvicorn", "playground.asgi:application", "--host", "127.0.0.1", "--port", str(self.port)]
-        if self.web_workers > 1:
-            argv += ["--workers", str(self.web_workers)]
-        proc = self._spawn("web", argv)
-        harness._wait_http(self.base_url + "/login/", proc, self._log("web"), timeout=60)
-
-    def start_worker(self) -> None:
-        proc = self._spawn(
-            "worker",
-            [sys.executable, "-m", "celery", "-A", "playground", "worker", "--pool", "threads",
-             "--concurrency", str(self.worker_concurrency), "--loglevel", "INFO", "--without-gossip",
-             "--without-mingle", "--without-heartbeat", "--hostname", f"bench{self.port}@%h"],
-        )
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited:\n{self._log('worker').read_text()[-3000:]}")
-            if "ready." in self._log("worker").read_text(errors="replace"):
-                return
-            time.sleep(0.2)
-        raise RuntimeError("celery worker did not become ready")
+    """The harness's AppServer, sized for load: see `start` for the worker count and pool."""
 
     def pids(self) -> dict[str, int]:
         return {name: proc.pid for name, proc in self.procs.items()}
@@ -146,8 +120,8 @@ def start(mode: str, *, simulator_url: str, web_workers: int = 1, worker_concurr
     workdir.mkdir(parents=True, exist_ok=True)
     env = harness._base_env(workdir, simulator_url, BENCH_ENV)
     if mode == "embedded":
-        server = BenchServer("embedded", workdir, env)
-        server.web_workers = 1  # the in-memory channel layer needs one process
+        # One web process: the in-memory channel layer lives in it.
+        server = BenchServer("embedded", workdir, env, web_timeout=60.0)
         server.manage("migrate", "--noinput", "-v0")
         server.start_web()
         return server
@@ -169,9 +143,10 @@ def start(mode: str, *, simulator_url: str, web_workers: int = 1, worker_concurr
         PLAYGROUND_KEY_SECRETS=Fernet.generate_key().decode(),
         PLAYGROUND_HTTPS="0",
     )
-    server = BenchServer("production", workdir, env, database_url=env["DATABASE_URL"])
-    server.web_workers = web_workers
-    server.worker_concurrency = worker_concurrency
+    server = BenchServer(
+        "production", workdir, env, database_url=env["DATABASE_URL"], web_workers=web_workers,
+        worker_concurrency=worker_concurrency, web_timeout=60.0, worker_timeout=90.0, worker_name="bench",
+    )
     try:
         server.manage("migrate", "--noinput", "-v0")
         server.manage("collectstatic", "--noinput", "-v0")

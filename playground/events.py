@@ -170,6 +170,7 @@ class DeltaStream:
         self._pending = ""
         self._last_sent = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._flush_task: asyncio.Future | None = None
         self._lock = asyncio.Lock()
 
     async def add(self, text: str) -> None:
@@ -183,7 +184,8 @@ class DeltaStream:
 
     def _flush_soon(self) -> None:
         self._timer = None
-        asyncio.ensure_future(self.flush())
+        # Held on the stream: the event loop keeps only a weak reference to tasks.
+        self._flush_task = asyncio.ensure_future(self.flush())
 
     async def flush(self) -> None:
         if self._timer is not None:

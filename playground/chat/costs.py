@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Count
 from django.utils import timezone
 
 from playground.caching.pricing import CostTotals, TurnCost, stored_cost, sum_costs
@@ -233,7 +232,7 @@ def session_panel(*, session: ChatSession) -> Panel:
 
 def account_summary(*, user) -> tuple[Totals, list[tuple[ChatSession, Totals]]]:
     """Every session's totals and the sum over all of them (two queries)."""
-    sessions = list(ChatSession.objects.filter(owner=user).annotate(n=Count("turns")).order_by("-updated_at"))
+    sessions = list(ChatSession.objects.filter(owner=user).order_by("-updated_at"))
     turns = (
         Turn.objects.filter(session__owner=user, requested_at__isnull=False, finished_at__isnull=False)
         .select_related("branch")

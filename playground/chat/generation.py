@@ -26,7 +26,7 @@ from playground.caching import keys, pricing
 from playground.llm.client import ReplyDone, ReplyRequest, TextDelta, UpstreamError, stream_reply
 from playground.llm.types import NOT_REPORTED
 from playground.providers.crypto import KeyUnreadable
-from playground.providers.registry import providers
+from playground.providers.registry import Provider, providers
 from playground.providers.selectors import key_plaintext
 from playground.providers.services import api_key_touch
 
@@ -50,9 +50,8 @@ class Job:
     message_id: int
     session_id: int
     request: ReplyRequest = field(repr=False)
-    price_provider: str
+    provider: Provider
     requested_at: object
-    request_provider: str = ""
 
 
 @dataclass
@@ -100,7 +99,7 @@ def _start(turn_id: int) -> tuple[Job | None, bool]:
         path = message_path(message_id=turn.message.parent_id)
         request = reply_request_for(turn=turn, provider=provider, path=path, api_key=api_key, nonce=nonce)
     api_key_touch(key_ref=turn.key_ref)
-    job = Job(turn.pk, turn.message_id, turn.session_id, request, provider.price_provider, turn.requested_at, provider.slug)
+    job = Job(turn.pk, turn.message_id, turn.session_id, request, provider, turn.requested_at)
     return job, False
 
 
@@ -162,7 +161,7 @@ def _finish(job: Job, outcome: Outcome, text: str) -> None:
     usage = done.usage if done is not None else NOT_REPORTED
     model_resolved = (done.model if done else None) or ""
     cost = pricing.turn_cost(
-        usage=usage, model=model_resolved or job.request.model, provider_id=job.price_provider, at=job.requested_at
+        usage=usage, model=model_resolved or job.request.model, provider_id=job.provider.price_provider, at=job.requested_at
     )
     now = time.monotonic()
     reported = usage.reported
@@ -191,9 +190,7 @@ def _finish(job: Job, outcome: Outcome, text: str) -> None:
     if reported or text:
         # The provider processed this prompt (so it may have cached it): fingerprint it and
         # explain its cached tokens. After the reply, never before: it must not delay the request.
-        provider = providers().get(job.request_provider)
-        if provider is not None:
-            insight.turn_explain(turn=Turn.objects.get(pk=job.turn_id), provider=provider, request=job.request, reply=text)
+        insight.turn_explain(turn=Turn.objects.get(pk=job.turn_id), provider=job.provider, request=job.request, reply=text)
 
 
 async def _consume(job: Job, stream: events.DeltaStream, outcome: Outcome) -> None:

@@ -19,6 +19,7 @@ from functools import cache
 
 from django.conf import settings
 from django.core.cache import cache as django_cache
+from django.utils import timezone
 
 from playground.caching import keys
 from playground.caching.blocks import ChatEncoder, Fingerprint, fingerprint_chat, fingerprint_from_tokens, org_fingerprint
@@ -29,6 +30,7 @@ from playground.llm.client import ReplyRequest
 from playground.providers.registry import Provider
 
 from .models import Turn
+from .reply_request import cache_namespace
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +183,7 @@ def predict_next(
     org = Fingerprint.from_json(last).org if last else "unknown-org"
     nonce = keys.baseline_nonce() if session.cache_scope == "uncached-baseline" else None
     cache_key = keys.cache_key_for(
-        namespace=_namespace(), scope=session.cache_scope, user_id=user.pk, session_id=session.pk,
+        namespace=cache_namespace(), scope=session.cache_scope, user_id=user.pk, session_id=session.pk,
         branch_id=branch.pk, bucket_count=settings.PLAYGROUND_CACHE_BUCKETS, request_nonce=nonce,
     )
     if nonce and messages:
@@ -197,16 +199,8 @@ def predict_next(
     if tokens is not None:
         slot = django_cache.get(SLOT_CACHE_PREFIX + provider.slug)
         exact = predict_exact(tokens, slot) if slot else 0
-    from django.utils import timezone
-
     earlier = history(provider=provider, user_id=user.pk, before=timezone.now())
     prediction = predict(rules=rules_of(provider), upcoming=upcoming, history=earlier, now=now, exact_prefix=exact)
     watch = rate_watch()
     warning = watch.warning(watch.rate(*rate_ids(upcoming), now=now), scope=session.cache_scope) if cache_key else None
     return prediction, warning, None
-
-
-def _namespace() -> str:
-    from .reply_request import cache_namespace
-
-    return cache_namespace()

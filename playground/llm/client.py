@@ -204,36 +204,32 @@ def _field(obj: Any, name: str, missing: list[str], label: str) -> int:
     return int(value)
 
 
-def usage_from_chat(usage: Any) -> Usage:
-    """Chat Completions usage; null or absent fields count as 0 and are named in `missing`."""
+def _usage(usage: Any, *, prompt: str, prompt_details: str, output: str, output_details: str) -> Usage:
+    """Map one API's usage object onto Usage; null or absent fields count as 0 and are named."""
     missing: list[str] = []
-    prompt_details = getattr(usage, "prompt_tokens_details", None)
-    completion_details = getattr(usage, "completion_tokens_details", None)
-    cache_write = getattr(prompt_details, "cache_write_tokens", None) if prompt_details is not None else None
+    in_details = getattr(usage, prompt_details, None)
+    out_details = getattr(usage, output_details, None)
+    cache_write = getattr(in_details, "cache_write_tokens", None) if in_details is not None else None
     return Usage(
-        prompt_tokens=_field(usage, "prompt_tokens", missing, "prompt_tokens"),
-        cached_tokens=_field(prompt_details, "cached_tokens", missing, "cached_tokens"),
+        prompt_tokens=_field(usage, prompt, missing, "prompt_tokens"),
+        cached_tokens=_field(in_details, "cached_tokens", missing, "cached_tokens"),
         cache_write_tokens=int(cache_write or 0),
-        output_tokens=_field(usage, "completion_tokens", missing, "output_tokens"),
-        reasoning_tokens=_field(completion_details, "reasoning_tokens", missing, "reasoning_tokens"),
+        output_tokens=_field(usage, output, missing, "output_tokens"),
+        reasoning_tokens=_field(out_details, "reasoning_tokens", missing, "reasoning_tokens"),
         missing=tuple(missing),
     )
+
+
+def usage_from_chat(usage: Any) -> Usage:
+    """Chat Completions usage."""
+    return _usage(usage, prompt="prompt_tokens", prompt_details="prompt_tokens_details",
+                  output="completion_tokens", output_details="completion_tokens_details")
 
 
 def usage_from_responses(usage: Any) -> Usage:
     """Responses API usage, mapped onto the same fields."""
-    missing: list[str] = []
-    input_details = getattr(usage, "input_tokens_details", None)
-    output_details = getattr(usage, "output_tokens_details", None)
-    cache_write = getattr(input_details, "cache_write_tokens", None) if input_details is not None else None
-    return Usage(
-        prompt_tokens=_field(usage, "input_tokens", missing, "prompt_tokens"),
-        cached_tokens=_field(input_details, "cached_tokens", missing, "cached_tokens"),
-        cache_write_tokens=int(cache_write or 0),
-        output_tokens=_field(usage, "output_tokens", missing, "output_tokens"),
-        reasoning_tokens=_field(output_details, "reasoning_tokens", missing, "reasoning_tokens"),
-        missing=tuple(missing),
-    )
+    return _usage(usage, prompt="input_tokens", prompt_details="input_tokens_details",
+                  output="output_tokens", output_details="output_tokens_details")
 
 
 def _retry_after(exc: openai.APIStatusError) -> int | None:

@@ -56,6 +56,11 @@ class AppServer:
     port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     database_url: str = ""
+    web_workers: int = 1  # uvicorn processes (embedded mode needs exactly one)
+    worker_concurrency: int = 32  # Celery thread-pool size
+    web_timeout: float = 30.0  # seconds to become ready
+    worker_timeout: float = 60.0
+    worker_name: str = "w"
 
     @property
     def base_url(self) -> str:
@@ -79,19 +84,20 @@ class AppServer:
         return proc
 
     def start_web(self) -> None:
-        proc = self._spawn(
-            "web",
-            [sys.executable, "-m", "uvicorn", "playground.asgi:application", "--host", "127.0.0.1", "--port", str(self.port)],
-        )
-        _wait_http(self.base_url + "/login/", proc, self._log("web"))
+        argv = [sys.executable, "-m", "uvicorn", "playground.asgi:application", "--host", "127.0.0.1", "--port", str(self.port)]
+        if self.web_workers > 1:
+            argv += ["--workers", str(self.web_workers)]
+        proc = self._spawn("web", argv)
+        _wait_http(self.base_url + "/login/", proc, self._log("web"), timeout=self.web_timeout)
 
     def start_worker(self) -> None:
         proc = self._spawn(
             "worker",
-            [sys.executable, "-m", "celery", "-A", "playground", "worker", "--pool", "threads", "--concurrency", "32",
-             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat", "--hostname", f"w{self.port}@%h"],
+            [sys.executable, "-m", "celery", "-A", "playground", "worker", "--pool", "threads",
+             "--concurrency", str(self.worker_concurrency), "--loglevel", "INFO", "--without-gossip",
+             "--without-mingle", "--without-heartbeat", "--hostname", f"{self.worker_name}{self.port}@%h"],
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + self.worker_timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"worker exited:\n{self._log('worker').read_text()[-3000:]}")
