@@ -41,10 +41,9 @@ def main() -> None:
     from channels.layers import get_channel_layer
     from django.contrib.auth import get_user_model
     from django.db import connection
-    from playground.providers.registry import providers
 
     from playground import events
-    from playground.chat import generation, rendering
+    from playground.chat import checkpoints, generation, rendering
     from playground.chat.models import ChatSession, Message, Turn
 
     cfg = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
@@ -69,8 +68,18 @@ def main() -> None:
     chat = ChatSession.objects.create(owner=user, provider="simulator", model="gpt-4o-mini")
     msg = Message.objects.create(session=chat, role="assistant", status="streaming", content="")
     turn = Turn.objects.create(message=msg, session=chat, user=user, provider="simulator", api="chat", model="gpt-4o-mini")
-    job = generation.Job(turn.pk, msg.pk, chat.pk, request=None, provider=providers()["simulator"], requested_at=None)
-    out["save_partial_sync"] = _measure(lambda: generation._save_partial(job, text_so_far), max(n // 10, 50))
+    # The checkpoint (chat/checkpoints.py): one per event loop per tick, for all its replies.
+    # Priced for 1 reply and for 200 (200 messages and turns written in the same 3 statements).
+    many = [Message(session=chat, role="assistant", status="streaming", content="") for _ in range(200)]
+    Message.objects.bulk_create(many)
+    many_turns = Turn.objects.bulk_create(
+        [Turn(message=m, session=chat, user=user, provider="simulator", api="chat", model="gpt-4o-mini") for m in many]
+    )
+    one = {msg.pk: text_so_far}
+    out["checkpoint_1_reply"] = _measure(lambda: checkpoints.save(one, [turn.pk], [turn.pk]), max(n // 10, 50))
+    texts = {m.pk: text_so_far for m in many}
+    ids = [t.pk for t in many_turns]
+    out["checkpoint_200_replies"] = _measure(lambda: checkpoints.save(texts, ids, ids), max(n // 50, 20))
 
     async def run_async() -> None:
         layer = get_channel_layer()
@@ -106,9 +115,9 @@ def main() -> None:
         out["database_sync_to_async_noop_hop"] = await _ameasure(hop, max(n // 4, 100))
 
         async def save():
-            await database_sync_to_async(generation._save_partial)(job, text_so_far)
+            await generation.db(checkpoints.save)(one, [turn.pk], [turn.pk])
 
-        out["save_partial_via_database_sync_to_async"] = await _ameasure(save, max(n // 10, 50))
+        out["checkpoint_1_reply_via_generation_db"] = await _ameasure(save, max(n // 10, 50))
 
         stream = events.DeltaStream(session_id=chat.pk, message_id=msg.pk, render=lambda seq, chunk: rendering.delta(msg.pk, seq, chunk),
                                     interval=0.0)

@@ -149,13 +149,22 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# The channel layer carries every streaming delta from the workers to the web servers.
+# "pubsub" (default): one Redis PUBLISH per group send and one SUBSCRIBE connection per
+# process; nothing is queued for a tab that is not connected, which suits deltas (a joining
+# tab reads the live text instead). "core": channels_redis's list-backed layer, which costs
+# about seven Redis commands and a Lua script per send (bench/README.md has the figures).
+PLAYGROUND_CHANNEL_LAYER = os.environ.get("PLAYGROUND_CHANNEL_LAYER", "pubsub")
+_CHANNEL_LAYER_BACKENDS = {
+    "pubsub": ("channels_redis.pubsub.RedisPubSubChannelLayer", {}),
+    "core": ("channels_redis.core.RedisChannelLayer", {"capacity": 1000, "expiry": 60}),
+}
+if PLAYGROUND_CHANNEL_LAYER not in _CHANNEL_LAYER_BACKENDS:
+    raise ImproperlyConfigured("PLAYGROUND_CHANNEL_LAYER must be 'pubsub' or 'core'")
+
 if REDIS_URL:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
-        }
-    }
+    _backend, _options = _CHANNEL_LAYER_BACKENDS[PLAYGROUND_CHANNEL_LAYER]
+    CHANNEL_LAYERS = {"default": {"BACKEND": _backend, "CONFIG": {"hosts": [REDIS_URL], **_options}}}
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -284,6 +293,8 @@ PLAYGROUND_KEY_CHECK_TIMEOUT = float(os.environ.get("PLAYGROUND_KEY_CHECK_TIMEOU
 PLAYGROUND_MAX_MESSAGE_CHARS = env_int("PLAYGROUND_MAX_MESSAGE_CHARS", 100_000)
 PLAYGROUND_MAX_SYSTEM_PROMPT_CHARS = env_int("PLAYGROUND_MAX_SYSTEM_PROMPT_CHARS", 200_000)
 PLAYGROUND_MAX_FANOUT = env_int("PLAYGROUND_MAX_FANOUT", 8)
+# Messages a chat page shows at first, and loads per "Show earlier messages" (a branch can be 10,000 deep).
+PLAYGROUND_PAGE_MESSAGES = max(1, env_int("PLAYGROUND_PAGE_MESSAGES", 100))
 # Per-user limits: requests started per minute, and replies running at once.
 PLAYGROUND_USER_RPM = env_int("PLAYGROUND_USER_RPM", 30)
 PLAYGROUND_USER_CONCURRENCY = env_int("PLAYGROUND_USER_CONCURRENCY", 8)
@@ -292,6 +303,9 @@ PLAYGROUND_STALE_STREAM_SECONDS = env_int("PLAYGROUND_STALE_STREAM_SECONDS", 90)
 # How often deltas are sent to browsers (coalesced) and partial text saved.
 PLAYGROUND_DELTA_INTERVAL = float(os.environ.get("PLAYGROUND_DELTA_INTERVAL", "0.05"))
 PLAYGROUND_SAVE_INTERVAL = float(os.environ.get("PLAYGROUND_SAVE_INTERVAL", "1.0"))
+# Threads for the generation loop's database calls (chat/generation.py `db`). 0: channels'
+# one database thread (embedded: SQLite has one writer anyway). Keep it under the pool's size.
+PLAYGROUND_JOB_DB_THREADS = env_int("PLAYGROUND_JOB_DB_THREADS", 8 if PLAYGROUND_GENERATION == "celery" else 0)
 
 LOGGING = {
     "version": 1,

@@ -15,10 +15,12 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 
-from channels.db import database_sync_to_async
+from concurrent.futures import ThreadPoolExecutor
+
+from channels.db import DatabaseSyncToAsync, database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from playground import events
@@ -30,18 +32,32 @@ from playground.providers.registry import Provider, providers
 from playground.providers.selectors import key_plaintext
 from playground.providers.services import api_key_touch
 
-from . import insight, rendering
+from . import checkpoints, insight, rendering
 from .models import Message, Turn
 from .reply_request import reply_request_for, turn_cache_key
 from .selectors import message_path
 
 logger = logging.getLogger(__name__)
 
+heartbeat_seconds = checkpoints.heartbeat_seconds
+_db_pool: ThreadPoolExecutor | None = None
 
 
-def heartbeat_seconds() -> float:
-    """Beat well inside the stale threshold, so only a dead job is ever swept."""
-    return min(10.0, settings.PLAYGROUND_STALE_STREAM_SECONDS / 3)
+def db(fn):
+    """`fn` made awaitable for the generation loop, with Django's connection clean-up.
+
+    Embedded (`PLAYGROUND_JOB_DB_THREADS=0`): channels' single database thread; SQLite has
+    one writer anyway. Production: a small thread pool, so 200 replies starting at once do
+    not queue behind one thread while each waits on its commit; every call checks a
+    connection out of the psycopg pool and gives it back (CONN_MAX_AGE=0).
+    """
+    global _db_pool
+    threads = settings.PLAYGROUND_JOB_DB_THREADS
+    if threads <= 0:
+        return database_sync_to_async(fn)
+    if _db_pool is None:
+        _db_pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="generation-db")
+    return DatabaseSyncToAsync(fn, thread_sensitive=False, executor=_db_pool)
 
 
 @dataclass
@@ -103,37 +119,9 @@ def _start(turn_id: int) -> tuple[Job | None, bool]:
     return job, False
 
 
-DB_ERRORS = (OperationalError, InterfaceError)
+DB_ERRORS = checkpoints.DB_ERRORS
+_reconnect = checkpoints.reconnect
 FINISH_ATTEMPTS = 20  # with the backoff below: about a minute of database outage survived
-
-
-def _reconnect() -> None:
-    """Drop a broken connection so the next query opens a fresh one."""
-    try:
-        connection.close()
-    except DB_ERRORS:
-        pass
-
-
-def _save_partial(job: Job, text: str) -> None:
-    """Save the text so far. Skipped while the database is unavailable: the reply goes on."""
-    try:
-        Message.objects.filter(pk=job.message_id, status=Message.Status.STREAMING).update(content=text)
-        Turn.objects.filter(pk=job.turn_id).update(heartbeat_at=timezone.now())
-    except DB_ERRORS as exc:
-        logger.warning("turn %s: partial save skipped (%s)", job.turn_id, type(exc).__name__)
-        _reconnect()
-
-
-def _heartbeat(job: Job) -> bool:
-    """Prove the job is alive (for the stale sweeper); return whether a stop was requested."""
-    try:
-        Turn.objects.filter(pk=job.turn_id).update(heartbeat_at=timezone.now())
-        return Turn.objects.filter(pk=job.turn_id, stop_requested=True).exists()
-    except DB_ERRORS as exc:
-        logger.warning("turn %s: heartbeat skipped (%s)", job.turn_id, type(exc).__name__)
-        _reconnect()
-        return False
 
 
 def _finish_retrying(job: Job, outcome: Outcome, text: str) -> None:
@@ -194,16 +182,13 @@ def _finish(job: Job, outcome: Outcome, text: str) -> None:
 
 
 async def _consume(job: Job, stream: events.DeltaStream, outcome: Outcome) -> None:
-    last_save = time.monotonic()
+    """Relay the reply. Saving the text so far is the loop's checkpointer's job."""
     try:
         async for event in stream_reply(job.request):
             if isinstance(event, TextDelta):
                 if outcome.first_token_at is None:
                     outcome.first_token_at = time.monotonic()
                 await stream.add(event.text)
-                if time.monotonic() - last_save >= settings.PLAYGROUND_SAVE_INTERVAL:
-                    last_save = time.monotonic()
-                    await database_sync_to_async(_save_partial)(job, stream.text)
             else:
                 outcome.done = event
     except UpstreamError as exc:
@@ -211,68 +196,76 @@ async def _consume(job: Job, stream: events.DeltaStream, outcome: Outcome) -> No
         logger.info("turn %s failed upstream: %s (status %s)", job.turn_id, exc.kind, exc.status)
 
 
-async def _watch(job: Job, consumer: asyncio.Task, outcome: Outcome) -> None:
-    """Stop the consumer when asked (over the channel layer, or the DB flag), and heart-beat."""
+async def _watch(job: Job, stop: asyncio.Event) -> None:
+    """Listen for the stop event on the channel layer (the fast path).
+
+    A stop is also recorded in the database, which the checkpointer reads every tick, so a
+    stop sent while the channel layer is down still ends the reply.
+    """
     layer = get_channel_layer()
-    channel = await layer.new_channel()
     group = events.turn_group(job.turn_id)
-    try:
-        await layer.group_add(group, channel)
-    except events.TRANSPORT_ERRORS:
-        pass  # rejoined below once the channel layer answers again
+    channel = None
     try:
         while True:
             try:
-                message = await asyncio.wait_for(layer.receive(channel), timeout=heartbeat_seconds())
-                stop = message.get("type") == events.STOP_EVENT
-            except TimeoutError:
-                stop = await database_sync_to_async(_heartbeat)(job)
-            except events.TRANSPORT_ERRORS:
-                # The channel layer is down (Redis restarting): keep heart-beating through the
-                # database, where a stop request is also recorded, and rejoin when it is back.
-                await asyncio.sleep(heartbeat_seconds())
-                stop = await database_sync_to_async(_heartbeat)(job)
-                try:
+                if channel is None:
+                    channel = await layer.new_channel()
                     await layer.group_add(group, channel)
-                except events.TRANSPORT_ERRORS:
-                    pass
-            if stop:
-                outcome.stopped = True
-                consumer.cancel()
-                return
+                message = await layer.receive(channel)
+                if message.get("type") == events.STOP_EVENT:
+                    stop.set()
+                    return
+            except events.TRANSPORT_ERRORS:
+                channel = None  # the channel layer is down (Redis restarting): join again soon
+                await asyncio.sleep(heartbeat_seconds())
     finally:
-        try:
-            await layer.group_discard(group, channel)
-        except events.TRANSPORT_ERRORS:
-            pass
+        if channel is not None:
+            try:
+                await layer.group_discard(group, channel)
+            except events.TRANSPORT_ERRORS:
+                pass
 
 
 async def generation_run(turn_id: int) -> None:
     """Run one turn to the end. Safe to call twice: only a pending turn is claimed."""
-    job, changed = await database_sync_to_async(_start)(turn_id)
+    job, changed = await db(_start)(turn_id)
     if job is None:
         if changed:
             turn = await Turn.objects.only("message_id", "session_id").aget(pk=turn_id)
-            html = await database_sync_to_async(rendering.message_replaced)(message_id=turn.message_id)
+            html = await db(rendering.message_replaced)(message_id=turn.message_id)
             await events.publish(turn.session_id, html)
         return
     stream = events.DeltaStream(
         session_id=job.session_id, message_id=job.message_id, render=partial(rendering.delta, job.message_id)
     )
     outcome = Outcome()
+    stop = asyncio.Event()
     consumer = asyncio.create_task(_consume(job, stream, outcome))
-    watcher = asyncio.create_task(_watch(job, consumer, outcome))
+    watcher = asyncio.create_task(_watch(job, stop))
+    stopper = asyncio.create_task(stop.wait())
+    checkpointer = checkpoints.for_loop(db)
+    checkpointer.register(
+        checkpoints.Entry(turn_id=job.turn_id, message_id=job.message_id, text=lambda: stream.text, on_stop=stop.set)
+    )
     try:
-        await consumer
-    except asyncio.CancelledError:
-        if not outcome.stopped:
+        await asyncio.wait({consumer, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set() and not consumer.done():
+            outcome.stopped = True
             consumer.cancel()
-            raise  # we are being shut down; the sweeper will mark the turn
+            try:
+                await consumer
+            except asyncio.CancelledError:
+                pass
+    except asyncio.CancelledError:
+        consumer.cancel()
+        raise  # we are being shut down; the sweeper will mark the turn
     finally:
+        checkpointer.unregister(job.turn_id)
         watcher.cancel()
+        stopper.cancel()
     await stream.flush()
-    await database_sync_to_async(_finish_retrying)(job, outcome, stream.text)
-    html = await database_sync_to_async(rendering.turn_ended)(message_id=job.message_id, session_id=job.session_id)
+    await db(_finish_retrying)(job, outcome, stream.text)
+    html = await db(rendering.turn_ended)(message_id=job.message_id, session_id=job.session_id)
     await events.publish(job.session_id, html)
     try:
         await events.live_store().aclear(job.message_id)
