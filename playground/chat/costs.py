@@ -80,6 +80,11 @@ def totals_of(rows: list[TurnRow]) -> Totals:
     )
 
 
+# A turn's prefix fingerprint (a hash per 128 prompt tokens) grows with the conversation: a
+# deep session's turns would bring O(turns x depth) of it here, and no money figure reads it.
+UNREAD = ("fingerprint",)
+
+
 def _row(turn: Turn) -> TurnRow:
     reason = "usage not reported" if not turn.usage_reported else "price unknown"
     return TurnRow(
@@ -113,6 +118,7 @@ def turn_rows(*, session: ChatSession) -> list[TurnRow]:
     turns = (
         Turn.objects.filter(session=session, requested_at__isnull=False, finished_at__isnull=False)
         .select_related("branch")
+        .defer(*UNREAD)
         .order_by("requested_at", "id")
     )
     return [_row(turn) for turn in turns]
@@ -236,6 +242,7 @@ def account_summary(*, user) -> tuple[Totals, list[tuple[ChatSession, Totals]]]:
     turns = (
         Turn.objects.filter(session__owner=user, requested_at__isnull=False, finished_at__isnull=False)
         .select_related("branch")
+        .defer(*UNREAD)
         .order_by("requested_at", "id")
     )
     by_session: dict[int, list[TurnRow]] = {}

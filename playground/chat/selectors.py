@@ -4,6 +4,9 @@ share one ownership check; another user's ids are simply not found (404).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+from django.db import connection
 from django.db.models.expressions import RawSQL
 from django.shortcuts import get_object_or_404
 
@@ -21,6 +24,68 @@ WITH RECURSIVE ancestors(id, parent_id) AS (
 )
 SELECT id FROM ancestors
 """
+
+# The full path for a request to the model: the walk above, joined back to the five columns
+# a request is built from (no turns, no model instances), root first.
+_PATH_ROWS_SQL = """
+WITH RECURSIVE ancestors(id, parent_id) AS (
+    SELECT id, parent_id FROM chat_message WHERE id = %s
+    UNION ALL
+    SELECT m.id, m.parent_id FROM chat_message m JOIN ancestors a ON m.id = a.parent_id
+)
+SELECT m.id, m.parent_id, m.depth, m.role, m.content
+FROM chat_message m JOIN ancestors a ON m.id = a.id
+ORDER BY m.depth
+"""
+
+# The last steps of a path: walk up from a node at most `limit + 1` nodes (the extra one only
+# says whether more exist), and never to `floor` or above it (a depth; -1 = to the root).
+# Cost O(limit) at any depth: the walk stops, it does not filter a whole path afterwards.
+_WINDOW_SQL = """
+WITH RECURSIVE steps(id, parent_id, n) AS (
+    SELECT id, parent_id, 1 FROM chat_message WHERE id = %s AND depth > %s
+    UNION ALL
+    SELECT m.id, m.parent_id, s.n + 1 FROM chat_message m JOIN steps s ON m.id = s.parent_id
+    WHERE s.n <= %s AND m.depth > %s
+)
+SELECT id FROM steps
+"""
+
+# The ids of a path between two depths (inclusive), walking up from `start` (which is below
+# `high`): for opening a page at a message above the last window. Ids only, no rows.
+_SEGMENT_SQL = """
+WITH RECURSIVE steps(id, parent_id, depth) AS (
+    SELECT id, parent_id, depth FROM chat_message WHERE id = %s
+    UNION ALL
+    SELECT m.id, m.parent_id, m.depth FROM chat_message m JOIN steps s ON m.id = s.parent_id
+    WHERE m.depth >= %s
+)
+SELECT id FROM steps WHERE depth <= %s
+"""
+
+
+class PathMessage(NamedTuple):
+    """One message of a full path, as a request to the model needs it (and no more)."""
+
+    id: int
+    parent_id: int | None
+    depth: int
+    role: str
+    content: str
+
+
+class PathWindow(NamedTuple):
+    """The last messages of a path up to a node (root first), and whether any are above them."""
+
+    messages: list[Message]
+    more: bool
+    above_depth: int = -1
+
+    @property
+    def hidden(self) -> int:
+        """How many messages of the path are between this window and `above_depth` (the root
+        by default): a node's depth is its parent's plus one, so depths count them exactly."""
+        return self.messages[0].depth - self.above_depth - 1 if self.more else 0
 
 
 def session_get(*, session_id: int, user) -> ChatSession:
@@ -51,19 +116,49 @@ def branches_for(*, session: ChatSession):
     return session.branches.all()
 
 
-def message_path(*, message_id: int | None) -> list[Message]:
-    """The messages from the root to `message_id`, with their turns, in one query."""
+def message_path(*, message_id: int | None) -> list[PathMessage]:
+    """Every message from the root to `message_id`, in one query: what a request to the model
+    is built from (generation, the composer's prediction). Plain tuples of the five columns
+    those callers read, not model instances with turns: at depth 10,000 this is the cost of
+    the walk and the rows, nothing per object. Pages show a window (message_path_window)."""
     if message_id is None:
         return []
-    return list(
-        Message.objects.filter(id__in=RawSQL(_ANCESTORS_SQL, [message_id]))
-        .select_related("turn")
-        .order_by("depth")
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(_PATH_ROWS_SQL, [message_id])
+        return [PathMessage(*row) for row in cursor.fetchall()]
 
 
-def branch_path(*, branch: Branch) -> list[Message]:
+def branch_path(*, branch: Branch) -> list[PathMessage]:
     return message_path(message_id=branch.head_id)
+
+
+def message_path_window(*, message_id: int | None, limit: int, above_depth: int = -1) -> PathWindow:
+    """The last `limit` messages of the path ending at `message_id` (itself included), root
+    first, with their turns, in one query whose cost does not depend on the path's depth.
+
+    `above_depth` stops the walk below that depth (exclusive): loading the gap between two
+    windows never returns a message the page already shows. `more` says whether messages
+    remain between the window and the root (or `above_depth`).
+    """
+    if message_id is None or limit < 1:
+        return PathWindow([], False, above_depth)
+    rows = _shown(RawSQL(_WINDOW_SQL, [message_id, above_depth, limit, above_depth]))
+    more = len(rows) > limit
+    return PathWindow(rows[1:] if more else rows, more, above_depth)
+
+
+def path_segment(*, below_id: int, low: int, high: int) -> list[Message]:
+    """The messages of the path above `below_id` whose depth is in [low, high], root first,
+    with their turns. Walks the ids from `below_id` up to depth `low`: O(distance), ids only,
+    used when a page opens at a message above its last window (a link to #msg-<id>)."""
+    return _shown(RawSQL(_SEGMENT_SQL, [below_id, low, high]))
+
+
+def _shown(ids: RawSQL) -> list[Message]:
+    """Messages as a page shows them: with their turns, root first. Without the turn's prefix
+    fingerprint: the page never reads it, and it grows with the conversation (a hash per 128
+    prompt tokens), so a window of deep turns would load O(window x depth) for nothing."""
+    return list(Message.objects.filter(id__in=ids).select_related("turn").defer("turn__fingerprint").order_by("depth"))
 
 
 def turn_get(*, turn_id: int, user) -> Turn:
@@ -85,6 +180,11 @@ def live_text(*, message: Message) -> tuple[int, str]:
         if live is not None:
             return live
     return 0, message.content
+
+
+def session_message_depth(*, session: ChatSession, message_id: int) -> int | None:
+    """The depth of a message of the session, or None when the session has no such message."""
+    return Message.objects.filter(pk=message_id, session=session).values_list("depth", flat=True).first()
 
 
 def session_message_get(*, session: ChatSession, message_id: int) -> Message:

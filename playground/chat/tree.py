@@ -3,7 +3,8 @@ along a branch's path, the branch bar, the whole-session tree view and the fan-o
 
 Every function takes a session the caller already got through `selectors.session_get`, so
 ownership is checked in one place. Each one costs a constant number of queries, whatever the
-depth: the path itself is one recursive CTE (selectors.message_path), siblings one more.
+depth: a page's window of the path is one bounded recursive CTE
+(selectors.message_path_window), its siblings one more.
 """
 
 from __future__ import annotations
@@ -65,20 +66,25 @@ class Siblings:
     next_id: int | None
 
 
-def path_siblings(*, session: ChatSession, path: list[Message]) -> dict[int, Siblings]:
-    """Sibling position of every message on `path` that has siblings, in ONE query.
+def path_siblings(*, session: ChatSession, path: list) -> dict[int, Siblings]:
+    """Sibling position of every message in `path` that has siblings, in ONE query.
 
-    The children of every node on the path are the nodes whose parent is an ancestor of the
-    head (the same recursive CTE as the path), plus the session's roots for the first node.
+    `path` is what a page shows: a window of a branch path (or a few windows), any messages
+    with `id`, `parent_id` and `role`. Their siblings are the children of their parents (the
+    session's roots for a root), so the query reads the children of at most len(path)
+    parents: its cost follows the window, not the branch's depth. A long list (a whole deep
+    path) is given as the ancestors of its last node instead of thousands of parameters.
     """
     if not path:
         return {}
-    rows = (
-        Message.objects.filter(session=session)
-        .filter(Q(parent_id__in=RawSQL(_ANCESTORS_SQL, [path[-1].id])) | Q(parent__isnull=True))
-        .order_by("id")
-        .values_list("id", "parent_id", "role")
-    )
+    parent_ids = {m.parent_id for m in path if m.parent_id is not None}
+    if len(parent_ids) > 1000:
+        parents = Q(parent_id__in=RawSQL(_ANCESTORS_SQL, [path[-1].id]))
+    else:
+        parents = Q(parent_id__in=parent_ids)
+    if any(m.parent_id is None for m in path):
+        parents |= Q(parent__isnull=True)
+    rows = Message.objects.filter(session=session).filter(parents).order_by("id").values_list("id", "parent_id", "role")
     groups: dict[tuple[int | None, str], list[int]] = defaultdict(list)
     for message_id, parent_id, role in rows:
         groups[(parent_id, role)].append(message_id)
@@ -99,9 +105,11 @@ def path_siblings(*, session: ChatSession, path: list[Message]) -> dict[int, Sib
 
 
 def annotate_thread(*, session: ChatSession, thread: list[dict]) -> list[dict]:
-    """Add each thread item's sibling navigation (`item["siblings"]`), one query in all."""
-    siblings = path_siblings(session=session, path=[item["message"] for item in thread])
-    for item in thread:
+    """Add each message item's sibling navigation (`item["siblings"]`), one query in all.
+    Items without a message (the "Show earlier messages" controls) are left as they are."""
+    items = [item for item in thread if "message" in item]
+    siblings = path_siblings(session=session, path=[item["message"] for item in items])
+    for item in items:
         item["siblings"] = siblings.get(item["message"].id)
     return thread
 

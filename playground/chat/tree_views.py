@@ -25,8 +25,10 @@ def _go(request, to: str):
 
 
 def _branch_url(branch, message_id: int | None = None) -> str:
+    """The branch's page; at a message: `?at=` makes the page show it even when it is above
+    the page's last window (a long branch), `#msg-` scrolls to it."""
     url = reverse("branch", kwargs={"session_id": branch.session_id, "branch_id": branch.pk})
-    return f"{url}#msg-{message_id}" if message_id else url
+    return f"{url}?at={message_id}#msg-{message_id}" if message_id else url
 
 
 def _refused(exc: ChatError, status: int = 409) -> HttpResponse:

@@ -18,6 +18,7 @@ urlpatterns = [
     path("turns/<int:turn_id>/retry/", views.turn_retry, name="turn-retry"),
     # The conversation tree (tree_views.py).
     path("sessions/<int:session_id>/tree/", tree_views.session_tree, name="session-tree"),
+    path("sessions/<int:session_id>/m/<int:message_id>/earlier/", views.message_earlier, name="message-earlier"),
     path("sessions/<int:session_id>/m/<int:message_id>/fork/", tree_views.message_fork, name="message-fork"),
     path("sessions/<int:session_id>/m/<int:message_id>/open/", tree_views.message_open, name="message-open"),
     path("sessions/<int:session_id>/m/<int:message_id>/edit/", tree_views.message_edit, name="message-edit"),

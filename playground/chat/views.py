@@ -45,20 +45,67 @@ def session_open(request, session_id: int):
     return redirect("branch", session_id=chat.pk, branch_id=branch.pk)
 
 
-def _page_context(request, chat, branch, *, form=None, composer_text="", composer_error=""):
-    services.turns_sweep_stale(session_id=chat.pk)
-    path = selectors.branch_path(branch=branch)
-    thread = []
-    for message in path:
+def _thread_items(messages) -> list[dict]:
+    items = []
+    for message in messages:
         seq, text = selectors.live_text(message=message)
-        thread.append({"message": message, "seq": seq, "text": text})
+        items.append({"message": message, "seq": seq, "text": text})
+    return items
+
+
+def _earlier(first, hidden: int, after=None) -> dict:
+    """The "Show earlier messages" control above `first`: it loads the messages above it, down
+    to `after` (exclusive) when the page already shows that one and what is above it."""
+    return {"earlier": {"before": first.pk, "after": after.pk if after else None, "hidden": hidden}}
+
+
+def _segment_at(chat, message_id: int, *, first, limit: int) -> list:
+    """For a page opened at a message above its last window (`?at=<id>`, the links of the tree
+    view and the sibling arrows): a window that starts a few messages above that message, or
+    nothing when the message is not on this branch's path above `first`."""
+    depth = selectors.session_message_depth(session=chat, message_id=message_id)
+    if depth is None or depth >= first.depth:
+        return []
+    low = max(0, depth - max(1, limit // 10))
+    high = min(low + limit - 1, first.depth - 1)
+    segment = selectors.path_segment(below_id=first.pk, low=low, high=high)
+    return segment if any(m.pk == message_id for m in segment) else []
+
+
+def _thread(chat, branch, *, at: int | None = None) -> list[dict]:
+    """The page's thread: the last PLAYGROUND_PAGE_MESSAGES messages of the branch (O(window)
+    at any depth), under a control that loads the ones above, a window at a time. Opened at a
+    message above that window, a second window around it comes first, then a control for the
+    gap between the two."""
+    limit = settings.PLAYGROUND_PAGE_MESSAGES
+    window = selectors.message_path_window(message_id=branch.head_id, limit=limit)
+    thread: list[dict] = []
+    top = []
+    if at is not None and window.more and all(m.pk != at for m in window.messages):
+        top = _segment_at(chat, at, first=window.messages[0], limit=limit)
+    if top:
+        if top[0].depth > 0:
+            thread.append(_earlier(top[0], top[0].depth))
+        thread += _thread_items(top)
+        gap = window.messages[0].depth - top[-1].depth - 1
+        if gap > 0:
+            thread.append(_earlier(window.messages[0], gap, after=top[-1]))
+    elif window.more:
+        thread.append(_earlier(window.messages[0], window.hidden))
+    thread += _thread_items(window.messages)
+    return tree.annotate_thread(session=chat, thread=thread)
+
+
+def _page_context(request, chat, branch, *, form=None, composer_text="", composer_error="", at=None):
+    services.turns_sweep_stale(session_id=chat.pk)
+    thread = _thread(chat, branch, at=at)
     provider = provider_get(chat.provider) if chat.provider in providers() else None
     return {
         "chat": chat,
         "branch": branch,
         "branches": selectors.branches_for(session=chat),
         "sessions": selectors.sessions_for(user=request.user),
-        "thread": tree.annotate_thread(session=chat, thread=thread),
+        "thread": thread,
         "form": form or SessionSettingsForm(instance=chat),
         "provider": provider,
         "has_key": bool(provider and key_ref_for(user=request.user, session=request.session, provider=provider)),
@@ -66,17 +113,39 @@ def _page_context(request, chat, branch, *, form=None, composer_text="", compose
         "retention_note": retention_explanation(chat.model),
         "composer_text": composer_text,
         "composer_error": composer_error,
-        "streaming": any(item["message"].in_flight for item in thread),
+        "streaming": any(item["message"].in_flight for item in thread if "message" in item),
         "panel": costs.session_panel(session=chat),
         **tree.branch_bar(session=chat, branch=branch),
     }
+
+
+def _int_param(request, name: str) -> int | None:
+    raw = request.GET.get(name, "")
+    return int(raw) if raw.isdigit() and len(raw) < 19 else None
 
 
 @require_GET
 def branch_view(request, session_id: int, branch_id: int):
     chat = selectors.session_get(session_id=session_id, user=request.user)
     branch = selectors.branch_get(session=chat, branch_id=branch_id)
-    return render(request, TEMPLATE, _page_context(request, chat, branch))
+    return render(request, TEMPLATE, _page_context(request, chat, branch, at=_int_param(request, "at")))
+
+
+@require_GET
+def message_earlier(request, session_id: int, message_id: int):
+    """"Show earlier messages": the window of the path above `message_id` (the first message
+    the page shows), under its own control when more remain; with `after`, only down to that
+    message (the page shows it and everything above it). Constant cost at any depth."""
+    chat = selectors.session_get(session_id=session_id, user=request.user)
+    before = selectors.session_message_get(session=chat, message_id=message_id)
+    after_id = _int_param(request, "after")
+    after = selectors.session_message_get(session=chat, message_id=after_id) if after_id is not None else None
+    window = selectors.message_path_window(
+        message_id=before.parent_id, limit=settings.PLAYGROUND_PAGE_MESSAGES, above_depth=after.depth if after else -1
+    )
+    thread: list[dict] = [_earlier(window.messages[0], window.hidden, after=after)] if window.more else []
+    thread += _thread_items(window.messages)
+    return render(request, f"{TEMPLATE}#earlier-window", {"chat": chat, "thread": tree.annotate_thread(session=chat, thread=thread)})
 
 
 @require_POST

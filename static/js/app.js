@@ -38,10 +38,41 @@
     var t = thread();
     if (t && evt.target === t) stick = atBottom(t);
   }, true);
+  // "Show earlier messages" puts a window of messages above the one the user is reading:
+  // keep that message where it is on screen (rather than following to the bottom), and move
+  // focus to the next "Show earlier messages" button, if any, so the keyboard can go on.
+  var keep = null;
+  var hadFocus = false;
+  document.addEventListener("htmx:beforeRequest", function (evt) {
+    var elt = evt.detail.elt;
+    if (elt && elt.closest && elt.closest("[data-earlier]")) hadFocus = document.activeElement === elt;
+  });
+  document.addEventListener("htmx:beforeSwap", function (evt) {
+    var control = evt.detail.target;
+    if (!evt.detail.shouldSwap || !control || !control.matches || !control.matches("[data-earlier]")) return;
+    var below = control.nextElementSibling;
+    if (!below) return;
+    var mine = keep = { below: below, top: below.getBoundingClientRect().top, above: control.previousElementSibling,
+                        parent: control.parentElement, focus: hadFocus };
+    setTimeout(function () { if (keep === mine) keep = null; }, 1000);  // an empty answer settles nothing
+  });
   function follow() {
     var t = thread();
+    if (keep) {
+      if (t) t.scrollTop += keep.below.getBoundingClientRect().top - keep.top;
+      return;
+    }
     if (t && stick) t.scrollTop = t.scrollHeight;
   }
+  document.addEventListener("htmx:afterSettle", function () {
+    if (!keep) return;
+    var done = keep;
+    follow();
+    keep = null;
+    var first = done.above ? done.above.nextElementSibling : done.parent && done.parent.firstElementChild;
+    var next = first && (first.matches("[data-earlier]") ? first : first.firstElementChild);
+    if (done.focus && next && next.matches("[data-earlier]")) next.querySelector("button").focus({ preventScroll: true });
+  });
   document.addEventListener("htmx:oobAfterSwap", follow);
   document.addEventListener("htmx:afterSwap", follow);
   document.addEventListener("DOMContentLoaded", function () { stick = true; follow(); });

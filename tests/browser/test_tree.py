@@ -195,3 +195,47 @@ def test_fanout_of_four_streams_side_by_side_and_joins(page, sim):
     expect(joined).to_contain_text("Results from fan-out")
     expect(joined.get_by_role("link", name="open the fan-out")).to_be_visible()
     _save(page, "joined-parent")
+
+
+def test_long_branch_shows_a_window_and_earlier_messages_on_demand(page, server, sim):
+    """A branch 230 messages deep: the page renders the last 100; "Show earlier messages"
+    loads the 100 above in place (the message being read stays put, focus goes to the next
+    control), then the last 30; every message once, in order."""
+    ready_user(page)
+    session_id = int(re.search(r"/sessions/(\d+)/", page.url).group(1))
+    branch = _branch_id(page)
+    ids = server.insert_chain(session_id, branch, 230, text="Long conversation, message")
+    page.goto(f"/sessions/{session_id}/b/{branch}/")
+    wait_ws(page)
+    shown = page.locator(".thread .msg")
+    expect(shown).to_have_count(100)
+    expect(shown.first).to_have_id(f"msg-{ids[130]}")
+    control = page.locator(".thread .earlier")
+    expect(control).to_have_count(1)
+    expect(control).to_contain_text("130 earlier messages not shown")
+
+    # Scroll up to the control and press it with the keyboard.
+    button = page.get_by_role("button", name="Show earlier messages")
+    button.scroll_into_view_if_needed()
+    reading = page.locator(f"#msg-{ids[130]}")
+    top_before = reading.bounding_box()["y"]
+    button.focus()
+    page.keyboard.press("Enter")
+    expect(shown).to_have_count(200)
+    expect(shown.first).to_have_id(f"msg-{ids[30]}")
+    expect(control).to_contain_text("30 earlier messages not shown")
+    expect(page.get_by_role("button", name="Show earlier messages")).to_be_focused()
+    assert abs(reading.bounding_box()["y"] - top_before) < 3, "the message being read did not move"
+    page.evaluate("() => { document.querySelector('[data-thread]').scrollTop = 0; }")
+    expect(page.locator(f"#msg-{ids[30]}")).to_be_in_viewport()
+    _save(page, "earlier-loaded")
+
+    page.get_by_role("button", name="Show earlier messages").click()
+    expect(shown).to_have_count(230)
+    expect(control).to_have_count(0)
+    dom_ids = page.evaluate("() => [...document.querySelectorAll('.thread .msg')].map(m => +m.id.slice(4))")
+    assert dom_ids == ids, "every message once, in path order"
+    page.evaluate("() => { document.querySelector('[data-thread]').scrollTop = 0; }")
+    expect(page.locator(f"#msg-{ids[0]}")).to_be_in_viewport()
+    expect(page.locator(f"#msg-{ids[0]}")).to_contain_text("Long conversation, message 0")
+    _save(page, "earlier-all")

@@ -465,6 +465,8 @@ def test_another_users_ids_are_404_and_change_nothing(app, user, sim):
         f"/sessions/{other_session}/fanout/{fanout_id}/",
         f"/sessions/{other_session}/tree/?branch={main}",
         f"/messages/{a1}/",
+        f"/sessions/{session_id}/m/{a1}/earlier/",
+        f"/sessions/{other_session}/m/{a1}/earlier/",
     ):
         assert other.get(path).status_code == 404, path
     # Their own fork with my branch as the "current" one is refused too.
@@ -478,3 +480,51 @@ def test_another_users_ids_are_404_and_change_nothing(app, user, sim):
     # The owner can re-read a finished message (what a page does once its socket is open).
     resp = user.get(f"/messages/{a1}/")
     assert resp.status_code == 200 and f'id="msg-{a1}" hx-swap-oob="true"' in resp.text
+
+
+# --- a long branch: the page shows a window, "Show earlier messages" loads the rest ------------
+
+
+def _earlier_urls(html: str) -> list[str]:
+    return [htmllib.unescape(u) for u in re.findall(r'hx-get="([^"]*/earlier/[^"]*)"', html)]
+
+
+def test_a_long_branch_page_shows_a_window_and_loads_earlier_windows(app, user, sim):
+    """250 messages deep: the page renders the last 100 (PLAYGROUND_PAGE_MESSAGES), each
+    "Show earlier messages" the 100 above, oldest first, with no message twice; sending still
+    appends and streams, and the model still gets the whole conversation."""
+    sim.configure(reply_mode="echo")
+    session_id, main = user.new_session(provider="simulator")
+    ids = app.insert_chain(session_id, main, 250)
+    page = user.page(session_id, main)
+    assert [m for m, _, _ in thread(page)] == ids[-100:]
+    assert "150 earlier messages not shown" in page
+    seen = [m for m, _, _ in thread(page)]
+    urls = _earlier_urls(page)
+    loads = 0
+    while urls:
+        assert len(urls) == 1
+        resp = user.get(urls[0], headers={"HX-Request": "true"})
+        assert resp.status_code == 200 and "<html" not in resp.text
+        shown = [m for m, _, _ in thread(resp.text)]
+        assert len(shown) == (100 if loads == 0 else 50)
+        seen = shown + seen
+        urls = _earlier_urls(resp.text)
+        loads += 1
+    assert loads == 2 and seen == ids, "every message once, in path order"
+
+    # The branch goes on as usual at the bottom of the window.
+    say(user, session_id, main, "and one more")
+    page = user.page(session_id, main)
+    shown = thread(page)
+    assert [t for _, _, t in shown[-2:]] == ["and one more", "and one more"]
+    assert [m for m, _, _ in shown[:-2]] == ids[-98:]
+    sent = sent_messages(chat_requests(sim)[-1])
+    assert len(sent) == 251 and sent[0] == ("user", "long branch message 0") and sent[-1] == ("user", "and one more")
+
+    # A link to a message far above the window (tree view, sibling arrows) opens a window at it.
+    resp = user.get(f"/sessions/{session_id}/b/{main}/?at={ids[20]}")
+    assert resp.status_code == 200
+    around = [m for m, _, _ in thread(resp.text)]
+    assert ids[20] in around and around[:100] == ids[10:110]
+    assert _earlier_urls(resp.text)[1].endswith(f"?after={ids[109]}")

@@ -146,6 +146,30 @@ class AppServer:
             fp["sent_at"] += seconds
             self.query_write("UPDATE chat_turn SET fingerprint = %s WHERE id = %s", (_json.dumps(fp), turn_id))
 
+    def insert_chain(self, session_id: int, branch_id: int, length: int, *, text: str = "long branch message") -> list[int]:
+        """A long branch without `length` replies: alternating user/assistant messages (done,
+        no turns) inserted straight into the database under the branch's head, which then
+        points at the last one. Returns their ids, root side first."""
+        head = self.query("SELECT head_id FROM chat_branch WHERE id = %s", (branch_id,))[0][0]
+        depth = self.query("SELECT depth FROM chat_message WHERE id = %s", (head,))[0][0] + 1 if head else 0
+        if self.mode == "embedded":
+            start = (self.query("SELECT max(id) FROM chat_message")[0][0] or 0) + 1
+            ids = list(range(start, start + length))
+        else:  # reserve real sequence values, so the app's own inserts never collide
+            ids = [r[0] for r in self.query(
+                "SELECT nextval(pg_get_serial_sequence('chat_message', 'id')) FROM generate_series(1, %s)", (length,))]
+        rows, params = [], []
+        for i, mid in enumerate(ids):
+            d = depth + i
+            rows.append("(%s, %s, %s, %s, %s, %s, 'done', CURRENT_TIMESTAMP)")
+            params += [mid, session_id, ids[i - 1] if i else head, d, "user" if d % 2 == 0 else "assistant", f"{text} {d}"]
+        self.query_write(
+            "INSERT INTO chat_message (id, session_id, parent_id, depth, role, content, status, created_at) VALUES " + ", ".join(rows),
+            tuple(params),
+        )
+        self.query_write("UPDATE chat_branch SET head_id = %s WHERE id = %s", (ids[-1], branch_id))
+        return ids
+
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         """Read the app's database directly (what is really stored)."""
         if self.mode == "embedded":
