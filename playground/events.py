@@ -9,6 +9,11 @@ Gap-free joins: the generation writes the whole text so far to the live store *b
 publishes each delta, and a joining tab subscribes first and reads the store second. So the
 snapshot covers every delta the tab missed, and deltas it sees twice carry a sequence number
 at or below the snapshot's, which the browser drops (static/js/app.js).
+
+Publishing is best effort (production uses Redis pub/sub: nothing is queued for anyone), so
+a delta can be lost: while Redis restarts, or if a tab's SUBSCRIBE reached Redis after its
+snapshot read. The browser notices the skipped sequence number and asks its socket for the
+text so far (`{"resync": id}`, SessionConsumer.receive), so a lost delta never shows as a hole.
 """
 
 from __future__ import annotations

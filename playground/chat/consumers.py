@@ -1,3 +1,5 @@
+import json
+
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
@@ -14,6 +16,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
     """
 
     group: str | None = None
+    session_id: int | None = None
 
     async def connect(self):
         user = self.scope.get("user")
@@ -22,6 +25,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if session is None:
             await self.close(code=4404)
             return
+        self.session_id = session.id
         self.group = events.session_group(session.id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
@@ -36,7 +40,30 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None):
-        """Browsers only listen on this socket; anything they send is ignored."""
+        """Browsers only listen, except to ask for a reply's text so far after they saw a gap
+        in its deltas: `{"resync": <message id>}`. Anything else is ignored."""
+        if not text_data or len(text_data) > 100 or self.session_id is None:
+            return
+        try:
+            message_id = json.loads(text_data).get("resync")
+        except (ValueError, AttributeError):
+            return
+        if type(message_id) is not int:
+            return
+        html = await database_sync_to_async(self._resync_html)(message_id)
+        if html:
+            await self.send(text_data=html)
+
+    def _resync_html(self, message_id: int) -> str | None:
+        """The message's text so far (a snapshot), or its final rendering if it has ended.
+        Only a message of this socket's session (whose owner was checked on connect)."""
+        message = selectors.session_message_find(session_id=self.session_id, message_id=message_id)
+        if message is None:
+            return None
+        if message.in_flight:
+            seq, text = selectors.live_text(message=message)
+            return rendering.snapshot(message_id=message.id, seq=seq, text=text) if seq else None
+        return rendering.message_replaced(message_id=message.id)
 
     async def session_html(self, event):
         await self.send(text_data=event["html"])

@@ -192,5 +192,10 @@ def session_message_get(*, session: ChatSession, message_id: int) -> Message:
     return get_object_or_404(Message.objects.select_related("turn"), pk=message_id, session=session)
 
 
+def session_message_find(*, session_id: int, message_id: int) -> Message | None:
+    """A message of a session whose ownership the caller already checked (a WebSocket)."""
+    return Message.objects.filter(pk=message_id, session_id=session_id).first()
+
+
 def fanout_get(*, session: ChatSession, fanout_id: int) -> FanOut:
     return get_object_or_404(FanOut, pk=fanout_id, session=session)

@@ -6,6 +6,18 @@
   // with the text up to some seq; deltas at or below it are already shown: drop them.
   // Appends marked data-dedupe skip nodes the page already has (the tab that sent a
   // message gets it both in its POST response and over the WebSocket).
+  var socket = null;  // the session's WebSocket (htmx ws extension), for resync requests
+  function keepSocket(evt) { if (evt.detail && evt.detail.socketWrapper) socket = evt.detail.socketWrapper; }
+  document.addEventListener("htmx:wsOpen", keepSocket);
+  document.addEventListener("htmx:wsBeforeMessage", keepSocket);
+  var asked = {};
+  function resync(target) {
+    var id = parseInt((target.id || "").replace("body-", ""), 10);
+    if (!socket || !id || (asked[id] && Date.now() - asked[id] < 1000)) return;
+    asked[id] = Date.now();
+    socket.send(JSON.stringify({ resync: id }));
+  }
+
   document.addEventListener("htmx:oobBeforeSwap", function (evt) {
     var frag = evt.detail.fragment;
     var target = evt.detail.target;
@@ -17,6 +29,13 @@
       var snapshot = el.hasAttribute("data-snapshot");
       if (snapshot ? seq < have : seq <= have) {
         evt.detail.shouldSwap = false;
+        return;
+      }
+      if (!snapshot && seq > have + 1) {
+        // A delta is missing (published while Redis restarted, say): appending this one
+        // would show text with a hole. Ask the server for the text so far instead.
+        evt.detail.shouldSwap = false;
+        resync(target);
         return;
       }
       target.setAttribute("data-seq", String(seq));

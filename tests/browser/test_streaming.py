@@ -166,3 +166,42 @@ def test_two_tabs_see_the_same_stream(page, context, app, sim):
     expect(other.locator("dl.usage")).to_be_visible()
     shot(tab2, "tab2-finished")
     tab2.close()
+
+
+def test_a_lost_delta_is_healed_not_shown_as_a_hole(page, app, sim):
+    """A delta frame lost on the way (here: dropped on the wire by the test) must not leave a
+    hole in the text: the page notices the skipped seq, asks the socket for the text so far
+    ({"resync": id}), and shows it; the reply then streams on and ends complete."""
+    n = 60
+    sim.configure(reply_mode="numbered", reply_tokens=n, tokens_per_second=20, first_token_delay=0.1)
+    sent_by_page: list[str] = []
+    dropped: list[str] = []
+
+    def relay(ws) -> None:
+        server = ws.connect_to_server()
+
+        def to_page(frame) -> None:
+            if not dropped and isinstance(frame, str) and 'data-seq="3"' in frame and "beforeend:#body-" in frame:
+                dropped.append(frame)  # lost: never reaches the page
+                return
+            ws.send(frame)
+
+        def to_server(frame) -> None:
+            sent_by_page.append(frame)
+            server.send(frame)
+
+        server.on_message(to_page)
+        ws.on_message(to_server)
+
+    page.route_web_socket(re.compile(r"/ws/sessions/"), relay)
+    ready_user(page)
+    wait_ws(page)
+    _, assistant = send(page, "Count to sixty")
+    mid = msg_id(assistant)
+    record_samples(page, mid)
+    wait_finished(assistant)
+    assert dropped, "the test dropped one delta frame"
+    assert any(f'"resync": {mid}' in m or f'"resync":{mid}' in m for m in sent_by_page), "the page asked for a resync"
+    _assert_stream_samples_clean(samples(page))
+    _assert_exact_numbered(page, mid, n)
+    shot(page, "lost-delta-healed")

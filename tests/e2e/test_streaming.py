@@ -163,3 +163,59 @@ def test_worker_killed_mid_reply_is_marked_failed_and_retry_works(production_app
     turn_id = app.query("SELECT id FROM chat_turn WHERE message_id = %s", (message_id,))[0][0]
     assert user.post(f"/turns/{turn_id}/retry/").status_code == 204
     assert last_reply(user.wait_idle(session_id, branch_id)).body.split() == _numbers(10)
+
+
+def test_a_tab_that_saw_a_gap_asks_for_the_text_so_far(app, user, sim):
+    """The browser sends {"resync": id} when a delta's seq skips one (static/js/app.js); the
+    socket answers with a snapshot of the text so far, or the final message once it ended."""
+    import json
+
+    sim.configure(reply_mode="numbered", reply_tokens=60, tokens_per_second=30, first_token_delay=0)
+    session_id, branch_id = user.new_session(provider="simulator")
+
+    async def run():
+        async with user.socket(session_id) as ws:
+            resp = user.send(session_id, branch_id, "Count")
+            message_id = int(re.findall(r'id="msg-(\d+)"', resp.text)[-1])
+            await collect(ws, until='data-seq="4"')
+            await ws.send(json.dumps({"resync": message_id}))
+            during = await collect(ws, until="data-snapshot")
+            await collect(ws, until='hx-swap-oob="true"')
+            await ws.send(json.dumps({"resync": message_id}))
+            after = await collect(ws, until=f'id="msg-{message_id}"')
+            return message_id, during, after
+
+    message_id, during, after = asyncio.run(run())
+    snap = re.search(rf'innerHTML:#body-{message_id}" data-seq="(\d+)" data-snapshot>([^<]*)<', during[-1])
+    assert snap and int(snap.group(1)) >= 4
+    words = snap.group(2).split()
+    assert len(words) >= 4 and words == _numbers(len(words)), "the snapshot is the text so far, in order"
+    assert "status-done" in after[-1] and " ".join(_numbers(60)) in after[-1], "after the end: the final message"
+
+
+def test_resync_answers_only_for_the_sockets_own_session(app, sim):
+    """Another user's message id (or junk) gets no answer: the socket's session was checked on
+    connect, and a resync reads only that session's messages."""
+    import json
+
+    from tests.conftest import new_user
+
+    owner, other = new_user(app), new_user(app)
+    sim.configure(reply_mode="numbered", reply_tokens=40, tokens_per_second=40, first_token_delay=0)
+    session_id, branch_id = owner.new_session(provider="simulator")
+    other_session, _ = other.new_session(provider="simulator")
+
+    async def run():
+        async with other.socket(other_session) as ws:
+            resp = owner.send(session_id, branch_id, "Count")
+            message_id = int(re.findall(r'id="msg-(\d+)"', resp.text)[-1])
+            for junk in (json.dumps({"resync": message_id}), "not json", json.dumps({"resync": "1"}), json.dumps([1])):
+                await ws.send(junk)
+            try:
+                frame = await asyncio.wait_for(ws.recv(), 1.5)
+            except TimeoutError:
+                frame = None
+            return frame
+
+    assert asyncio.run(run()) is None
+    owner.wait_idle(session_id, branch_id)
