@@ -8,6 +8,7 @@ for forms that can be corrected, the form again with its error at 422.
 
 from django.conf import settings
 from django.http import HttpResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -151,7 +152,8 @@ def session_tree(request, session_id: int):
     chat = selectors.session_get(session_id=session_id, user=request.user)
     open_branch = _current_branch(request, chat) or selectors.branch_default(session=chat)
     layout = tree.session_tree(session=chat, open_branch=open_branch)
-    return render(request, TREE, {"chat": chat, "tree": layout, "branch": open_branch})
+    graph = tree.tree_graph_html(layout=layout, session=chat, csrf_token=get_token(request)) if layout.nodes else ""
+    return render(request, TREE, {"chat": chat, "tree": layout, "branch": open_branch, "graph": graph})
 
 
 @require_GET
