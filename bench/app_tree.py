@@ -4,10 +4,13 @@
 
 * Fork and path at depth d: a session whose conversation is one chain d messages deep
   (alternating user/assistant, every assistant node with its Turn, like real sessions).
-  `path`: `selectors.message_path` of the head (what every page and every generation job
-  loads). `fork`: `services.branch_fork` at the head, and the fork view as the page posts it
-  (POST .../m/<id>/fork/ with the open branch, HX-Request). `open_fork_page`: the new branch's
-  page (renders all d messages, so it grows with d by nature; informational).
+  `path`: what a user waits for, the chat page's window of the branch
+  (`selectors.message_path_window` of the head, PLAYGROUND_PAGE_MESSAGES messages with their
+  turns, or all d when d is smaller: see `rows`). `path_full`: `selectors.message_path`, the
+  whole root-to-head path a generation job sends to the model (grows with d by nature).
+  `earlier`: GET "Show earlier messages" from the top of the page's window. `fork`:
+  `services.branch_fork` at the head, and the fork view as the page posts it (POST
+  .../m/<id>/fork/ with the open branch, HX-Request). `open_fork_page`: the new branch's page.
 * Tree view: a session with S nodes shaped like real use (mostly continuing, ~15% forks from
   an earlier node, a branch on every leaf); GET /sessions/<id>/tree/ through Django's handler
   in-process (server time: middleware, queries, layout, template), and the layout alone.
@@ -132,9 +135,30 @@ def main() -> None:
         main_branch.head_id = head.id
         main_branch.save(update_fields=["head"])
         row: dict = {"build_s": round(time.perf_counter() - t, 2)}
-        path_fig, path = _timed(lambda: selectors.message_path(message_id=head.id), repeat)
-        path_fig["rows"] = len(path)
-        row["path"] = path_fig
+        if hasattr(selectors, "message_path_window"):
+            from django.conf import settings
+
+            limit = settings.PLAYGROUND_PAGE_MESSAGES
+            path_fig, window = _timed(lambda: selectors.message_path_window(message_id=head.id, limit=limit), repeat)
+            path_fig.update(rows=len(window.messages), limit=limit, more=window.more,
+                            what="selectors.message_path_window: the chat page's last window")
+            row["path"] = path_fig
+            if window.more:
+                earlier_url = reverse("message-earlier", kwargs={"session_id": chat.id, "message_id": window.messages[0].id})
+                codes = []
+
+                def earlier():
+                    resp = client.get(earlier_url, HTTP_HX_REQUEST="true")
+                    codes.append((resp.status_code, len(resp.content)))
+                    return resp
+
+                row["earlier"], _ = _timed(earlier, repeat)
+                row["earlier"]["status"], row["earlier"]["bytes"] = codes[-1]
+        full_fig, path = _timed(lambda: selectors.message_path(message_id=head.id), repeat)
+        full_fig.update(rows=len(path), what="selectors.message_path: the whole path, as a generation sends it")
+        row["path_full"] = full_fig
+        if "path" not in row:
+            row["path"] = full_fig
         if has_fork:
             from playground.chat.models import Message
 
