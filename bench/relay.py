@@ -24,6 +24,7 @@ from .stats import summary
 
 DELTA_RE = re.compile(r'<div hx-swap-oob="beforeend:#body-(\d+)" data-seq="(\d+)"[^>]*>([^<]*)</div>')
 SNAPSHOT_RE = re.compile(r'<div hx-swap-oob="innerHTML:#body-(\d+)" data-seq="(\d+)" data-snapshot>([^<]*)</div>')
+SEQ_RE = re.compile(r'hx-swap-oob="(beforeend|innerHTML):#body-(\d+)" data-seq="(\d+)"')
 ASSISTANT_RE = re.compile(r'class="msg msg-assistant status-(\w+)" id="msg-(\d+)"([^>]*)>')
 TURN_STOP_RE = re.compile(r"/turns/(\d+)/stop/")
 MARKER_RE = re.compile(r"bench (\w+) user (\d+):")
@@ -41,7 +42,9 @@ class Stream:
     message_id: int | None = None
     turn_id: int | None = None
     frames: list[tuple[float, str]] = field(default_factory=list)  # app: raw WebSocket frames
-    chunks: list[tuple[float, int, list[str]]] = field(default_factory=list)  # (receipt, seq, tokens)
+    # (receipt, seq, tokens, is_snapshot): a snapshot replaces the text, a delta appends
+    chunks: list[tuple[float, int, list[str], bool]] = field(default_factory=list)
+    resyncs: int = 0  # resync requests sent after a gap in the delta seqs, as the browser does
     end_status: str | None = None
     t_end: float | None = None
     error: str | None = None
@@ -63,13 +66,30 @@ def _ws_url(base_url: str, session_id: int) -> str:
 
 
 async def _reader(ws, stream: Stream) -> None:
-    """Stamp and keep every frame; parse only enough to notice the end (cheap `in` checks)."""
+    """Stamp and keep every frame; parse only enough to notice the end, and a gap.
+
+    Like the browser (static/js/app.js): a delta whose seq skips one means a frame was lost
+    on the way (the in-memory layer drops events for a tab that has 100 waiting); ask the
+    socket for a resync, at most once a second, and take the snapshot it sends.
+    """
+    have, asked = 0, 0.0
     try:
         async for frame in ws:
             now = time.time()
             if isinstance(frame, bytes):
                 frame = frame.decode()
             stream.frames.append((now, frame))
+            if "data-seq=" in frame:
+                for kind, mid, seq in SEQ_RE.findall(frame):
+                    seq = int(seq)
+                    if kind == "innerHTML":
+                        have = max(have, seq)
+                    elif seq == have + 1:
+                        have = seq
+                    elif seq > have + 1 and now - asked >= 1.0:
+                        asked = now
+                        stream.resyncs += 1
+                        await ws.send(json.dumps({"resync": int(mid)}))
             if 'hx-swap-oob="true"' in frame and "msg-assistant status-" in frame:
                 for status, mid, rest in ASSISTANT_RE.findall(frame):
                     if status in END_STATUSES and 'hx-swap-oob="true"' in rest:
@@ -81,18 +101,33 @@ async def _reader(ws, stream: Stream) -> None:
         stream.done.set()
 
 
+FINAL_BODY_RE = re.compile(r'<div class="msg-body (?:md|plain)" id="body-(\d+)">(.*?)</div>', re.S)
+TAG_RE = re.compile(r"<[^>]+>")
+FINAL_SEQ = 10**9  # the ended message replaces the body whatever the page had
+
+
 def parse_frames(stream: Stream) -> None:
-    """Turn the raw frames into (receipt, seq, tokens) for the stream's assistant message."""
+    """Turn the raw frames into (receipt, seq, tokens, is_snapshot) for the stream's
+    assistant message. The frame that ends the reply carries the whole final text, which
+    replaces the live body on the page: it counts as a last snapshot (tokens the page had
+    not shown yet, e.g. after a lost delta, are delivered then)."""
     mid = stream.message_id
     for t, frame in stream.frames:
         if mid is None:
             m = ASSISTANT_RE.search(frame)
             if m:
                 mid = stream.message_id = int(m.group(2))
-        for rx in (DELTA_RE, SNAPSHOT_RE):
-            for fmid, seq, text in rx.findall(frame):
+        if 'hx-swap-oob="true"' in frame and "msg-assistant status-" in frame:
+            for fmid, body in FINAL_BODY_RE.findall(frame):
                 if mid is None or int(fmid) == mid:
-                    stream.chunks.append((t, int(seq), text.split()))
+                    stream.chunks.append((t, FINAL_SEQ, TAG_RE.sub(" ", body).split(), True))
+            continue
+        found = [(m.start(), m, False) for m in DELTA_RE.finditer(frame)]
+        found += [(m.start(), m, True) for m in SNAPSHOT_RE.finditer(frame)]
+        for _, m, snapshot in sorted(found, key=lambda f: f[0]):
+            fmid, seq, text = m.groups()
+            if mid is None or int(fmid) == mid:
+                stream.chunks.append((t, int(seq), text.split(), snapshot))
 
 
 async def _db_connections(db_url: str, peak: dict, stop: asyncio.Event) -> None:
@@ -256,7 +291,7 @@ async def run_baseline(*, sim_base_url: str, n: int, model: str, run_id: str, ti
                     for choice in chunk.choices:
                         if choice.delta and choice.delta.content:
                             seq += 1
-                            s.chunks.append((now, seq, choice.delta.content.split()))
+                            s.chunks.append((now, seq, choice.delta.content.split(), False))
                         if choice.finish_reason:
                             s.end_status, s.t_end = "done", now
         except Exception as exc:  # noqa: BLE001
@@ -326,6 +361,7 @@ def analyze(streams: list[Stream], *, tokens: int, rate: float, first_token_dela
     lags, ttft, dispatch, first_relay, sim_lead, slips = [], [], [], [], [], []
     per_stream_rate, completion, post_ms, tokens_per_frame = [], [], [], []
     lost = late = not_started = socket_closed = dup = reordered = foreign = seq_gaps = seq_dups = 0
+    resyncs = healed = 0
     delivered = 0
     first_emission, last_receipt = None, None
     incomplete_streams = 0
@@ -333,14 +369,30 @@ def analyze(streams: list[Stream], *, tokens: int, rate: float, first_token_dela
         seen: dict[int, float] = {}
         max_k = 0
         last_seq = 0
-        for t, seq, toks in s.chunks:
-            if seq == last_seq:
-                seq_dups += 1
-            elif seq != last_seq + 1:
-                seq_gaps += 1
-            last_seq = max(last_seq, seq)
-            if toks:
-                tokens_per_frame.append(len(toks))
+        have = 0  # the browser's data-seq: what the page shows is exactly the text up to it
+        resyncs += s.resyncs
+        for t, seq, toks, snapshot in s.chunks:
+            if not snapshot:
+                if seq == last_seq:
+                    seq_dups += 1
+                elif seq != last_seq + 1:
+                    seq_gaps += 1
+                last_seq = max(last_seq, seq)
+                if toks:
+                    tokens_per_frame.append(len(toks))
+            # The page's rules: a snapshot at or above what it has replaces the text (tokens
+            # already shown stay where they are; the new ones count from now); a delta is
+            # appended only when it is the next one; one after a gap is dropped (and a resync
+            # asked for). So a token counts once, when the page first shows it.
+            if snapshot:
+                if seq < have:
+                    continue
+                healed += any(int(tok) not in seen for tok in toks if tok.isdigit())
+                have = seq
+            elif seq != have + 1:
+                continue
+            else:
+                have = seq
             for tok in toks:
                 try:
                     k = int(tok)
@@ -351,7 +403,8 @@ def analyze(streams: list[Stream], *, tokens: int, rate: float, first_token_dela
                     foreign += 1
                     continue
                 if k in seen:
-                    dup += 1
+                    if not snapshot:
+                        dup += 1
                     continue
                 if k < max_k:
                     reordered += 1
@@ -430,6 +483,8 @@ def analyze(streams: list[Stream], *, tokens: int, rate: float, first_token_dela
         "foreign_tokens": foreign,
         "seq_gaps": seq_gaps,
         "seq_duplicates": seq_dups,
+        "resyncs": resyncs,
+        "snapshots_that_filled_a_gap": healed,
         "ttft_added_ms": summary(ttft),
         "ttft_parts_ms": {
             "send_to_upstream_request": summary(dispatch),
