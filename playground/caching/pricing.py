@@ -34,7 +34,7 @@ import genai_prices
 
 from playground.llm.types import Usage
 
-__all__ = ["TurnCost", "CostTotals", "turn_cost", "sum_costs", "format_usd", "UNKNOWN_LABEL"]
+__all__ = ["TurnCost", "CostTotals", "turn_cost", "sum_costs", "cost_totals", "format_usd", "UNKNOWN_LABEL"]
 
 #: What the UI shows instead of a number when a price is not known.
 UNKNOWN_LABEL = "price unknown"
@@ -200,6 +200,17 @@ def sum_costs(costs: Iterable[TurnCost]) -> CostTotals:
             priced += 1
         else:
             unpriced += 1
+    return cost_totals(actual=actual, uncached=uncached, priced=priced, unpriced=unpriced)
+
+
+def cost_totals(*, actual: Decimal | None, uncached: Decimal | None, priced: int, unpriced: int) -> CostTotals:
+    """Totals from sums already taken (e.g. by the database) over the priced turns.
+
+    `actual` and `uncached` are the sums over the `priced` turns (None or 0 when there were
+    none); `unpriced` counts the rest. Same rules as `sum_costs`.
+    """
+    actual = actual if actual is not None else _ZERO
+    uncached = uncached if uncached is not None else _ZERO
     if priced == 0 and unpriced:
         return CostTotals(None, None, None, None, priced_count=0, unpriced_count=unpriced)
     saved = uncached - actual

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from playground.caching.pricing import CostTotals, TurnCost, format_usd, sum_costs, turn_cost
+from playground.caching.pricing import CostTotals, TurnCost, cost_totals, format_usd, sum_costs, turn_cost
 from playground.llm.types import NOT_REPORTED, Usage
 
 NOW = datetime(2026, 11, 15, 12, 0, tzinfo=UTC)
@@ -226,6 +226,20 @@ def test_sum_costs_edges():
     assert sum_costs([]) == CostTotals(Decimal(0), Decimal(0), Decimal(0), Decimal("0.0"), 0, 0)
     only_unknown = sum_costs(iter([TurnCost.unknown("x"), TurnCost.unknown("y")]))
     assert only_unknown.actual is None and only_unknown.saved is None and only_unknown.unpriced_count == 2
+
+
+def test_cost_totals_from_sums_taken_elsewhere_match_sum_costs():
+    """The cost panel sums in the database and hands the sums to `cost_totals`."""
+    u = Usage(prompt_tokens=10_000, cached_tokens=5_000, output_tokens=1_000)
+    a, b = turn_cost(usage=u, model="gpt-4o", at=NOW), turn_cost(usage=u, model="gpt-4.1", at=NOW)
+    unknown = TurnCost.unknown("price unknown")
+    for costs in ([], [unknown], [unknown, unknown], [a], [a, unknown, b], [b, b]):
+        priced = [c for c in costs if c.known]
+        sums = {"actual": sum((c.actual for c in priced), Decimal(0)), "uncached": sum((c.uncached for c in priced), Decimal(0))}
+        assert cost_totals(**sums, priced=len(priced), unpriced=len(costs) - len(priced)) == sum_costs(costs)
+        # A database SUM over no rows is NULL: the same totals.
+        if not priced:
+            assert cost_totals(actual=None, uncached=None, priced=0, unpriced=len(costs)) == sum_costs(costs)
 
 
 @pytest.mark.parametrize(
