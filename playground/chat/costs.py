@@ -1,8 +1,19 @@
 """The money read model: turns, branches, sessions, accounts.
 
-The cost panel, the account page and the exports all read these functions, so the panel's
-totals are, by construction, the sum of the exported turns. Prices were fixed when each turn
-finished (genai-prices at the request's own timestamp); here they are only added up.
+Prices were fixed when each turn finished (genai-prices at the request's own timestamp); here
+they are only added up. Two reads, one set of rules:
+
+* The cost panel and the account page add up in the database (GROUP BY branch, GROUP BY
+  session), draw the chart from the last `CHART_TURNS` reported turns only, and read the key
+  warmth from a GROUP BY per key: a constant number of queries and of Python objects per
+  page, however many turns the session has (the database still scans the session's turns,
+  about 1 µs a turn on PostgreSQL).
+* The exports list every turn (`turn_rows`, one query) and add them up in Python.
+
+Both count the same turns (requested and ended) with the same rules (usage only from turns
+that reported it; money only from priced turns, the rest counted, never as $0), so the
+panel's totals equal the sum of the exported turns; tests/unit/test_costs_panel.py checks
+exactly that, on SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -11,9 +22,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.db import connection
+from django.db.models import BigIntegerField, Count, F, Max, Min, Q, QuerySet, Sum
+from django.db.models.functions import Cast, Round
 from django.utils import timezone
 
-from playground.caching.pricing import CostTotals, TurnCost, stored_cost, sum_costs
+from playground.caching.pricing import CostTotals, TurnCost, cost_totals, stored_cost, sum_costs
 
 from .models import ChatSession, Turn
 
@@ -22,6 +36,8 @@ from .models import ChatSession, Turn
 IN_MEMORY_WARM = timedelta(minutes=5)
 IN_MEMORY_MAX = timedelta(minutes=10)
 EXTENDED_MAX = timedelta(hours=24)
+# A turn whose branch was deleted (Turn.branch is SET_NULL) still counts, under this name.
+DELETED_BRANCH = "(deleted branch)"
 
 
 @dataclass(frozen=True)
@@ -85,12 +101,16 @@ def totals_of(rows: list[TurnRow]) -> Totals:
 UNREAD = ("fingerprint",)
 
 
+def _cost(*, reported: bool, price_known: bool, actual: Decimal | None, uncached: Decimal | None) -> TurnCost:
+    reason = "usage not reported" if not reported else "price unknown"
+    return stored_cost(actual=actual, uncached=uncached, reason=reason) if price_known else TurnCost.unknown(reason)
+
+
 def _row(turn: Turn) -> TurnRow:
-    reason = "usage not reported" if not turn.usage_reported else "price unknown"
     return TurnRow(
         id=turn.pk,
         branch_id=turn.branch_id,
-        branch=turn.branch.name if turn.branch else "(deleted branch)",
+        branch=turn.branch.name if turn.branch else DELETED_BRANCH,
         created=turn.created_at,
         requested_at=turn.requested_at,
         model=turn.model_resolved or turn.model,
@@ -103,25 +123,116 @@ def _row(turn: Turn) -> TurnRow:
         cache_write_tokens=turn.cache_write_tokens,
         output_tokens=turn.output_tokens,
         reasoning_tokens=turn.reasoning_tokens,
-        cost=stored_cost(actual=turn.cost_actual, uncached=turn.cost_uncached, reason=reason)
-        if turn.price_known
-        else TurnCost.unknown(reason),
+        cost=_cost(
+            reported=turn.usage_reported, price_known=turn.price_known, actual=turn.cost_actual, uncached=turn.cost_uncached
+        ),
     )
 
 
+def _finished(**where) -> QuerySet[Turn]:
+    return Turn.objects.filter(requested_at__isnull=False, finished_at__isnull=False, **where)
+
+
 def turn_rows(*, session: ChatSession) -> list[TurnRow]:
-    """Every request the session sent that has ended, oldest first (one query).
+    """Every request the session sent that has ended, oldest first (one query): the exports.
 
     A reply still streaming is left out until it ends (the panel is pushed again then):
     counted now, it would look like a request whose usage never came.
     """
     turns = (
-        Turn.objects.filter(session=session, requested_at__isnull=False, finished_at__isnull=False)
+        _finished(session=session)
         .select_related("branch")
         .defer(*UNREAD)
         .order_by("requested_at", "id")
     )
     return [_row(turn) for turn in turns]
+
+
+# --- sums in the database ------------------------------------------------------------------
+
+TOKEN_FIELDS = ("prompt_tokens", "cached_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
+REPORTED = Q(usage_reported=True)
+# Exactly the turns `sum_costs` adds: a stored price with both amounts.
+PRICED = Q(price_known=True, cost_actual__isnull=False, cost_uncached__isnull=False)
+MONEY_PLACES = 12  # Turn.cost_actual / cost_uncached decimal_places
+_ZERO = Decimal(0)
+
+
+def _money_sum(column: str) -> Sum:
+    """SUM of a money column over the priced turns, exact.
+
+    PostgreSQL sums NUMERIC exactly and returns a Decimal. SQLite keeps a DECIMAL column as a
+    float and would SUM floats (Django reads that back as a 15-digit Decimal): there, each
+    amount is first rounded to whole 10^-12 dollars (what Django reads a single row back as)
+    and the integers are summed, which is exact.
+    """
+    if connection.vendor == "sqlite":
+        units = Cast(Round(F(column) * 10**MONEY_PLACES), BigIntegerField())
+        return Sum(units, filter=PRICED)
+    return Sum(column, filter=PRICED)
+
+
+def _money(value) -> Decimal:
+    if value is None:
+        return _ZERO
+    if isinstance(value, int):  # SQLite: whole 10^-12 dollars
+        return Decimal(value).scaleb(-MONEY_PLACES)
+    return value
+
+
+def _sums() -> dict:
+    """The aggregates of one group of finished turns (names clear of Turn's fields)."""
+    return {
+        "n_requests": Count("id"),
+        "n_reported": Count("id", filter=REPORTED),
+        "n_priced": Count("id", filter=PRICED),
+        **{f"sum_{name}": Sum(name, filter=REPORTED) for name in TOKEN_FIELDS},
+        "sum_actual": _money_sum("cost_actual"),
+        "sum_uncached": _money_sum("cost_uncached"),
+    }
+
+
+@dataclass(frozen=True)
+class Sums:
+    """One group's aggregates; groups add up exactly (integers and Decimals)."""
+
+    requests: int = 0
+    reported: int = 0
+    priced: int = 0
+    tokens: tuple[int, ...] = (0,) * len(TOKEN_FIELDS)
+    actual: Decimal = _ZERO
+    uncached: Decimal = _ZERO
+
+    @classmethod
+    def of(cls, group: dict) -> Sums:
+        return cls(
+            requests=group["n_requests"],
+            reported=group["n_reported"],
+            priced=group["n_priced"],
+            tokens=tuple(group[f"sum_{name}"] or 0 for name in TOKEN_FIELDS),
+            actual=_money(group["sum_actual"]),
+            uncached=_money(group["sum_uncached"]),
+        )
+
+    def __add__(self, other: Sums) -> Sums:
+        return Sums(
+            requests=self.requests + other.requests,
+            reported=self.reported + other.reported,
+            priced=self.priced + other.priced,
+            tokens=tuple(a + b for a, b in zip(self.tokens, other.tokens, strict=True)),
+            actual=self.actual + other.actual,
+            uncached=self.uncached + other.uncached,
+        )
+
+    def totals(self) -> Totals:
+        return Totals(
+            requests=self.requests,
+            unreported=self.requests - self.reported,
+            **dict(zip(TOKEN_FIELDS, self.tokens, strict=True)),
+            money=cost_totals(
+                actual=self.actual, uncached=self.uncached, priced=self.priced, unpriced=self.requests - self.priced
+            ),
+        )
 
 
 # --- the panel ------------------------------------------------------------------------------
@@ -183,6 +294,29 @@ def chart_of(rows: list[TurnRow]) -> Chart:
 
 
 @dataclass(frozen=True)
+class ChartTurn:
+    """What the chart reads of a turn (a TurnRow has the same attributes)."""
+
+    reported: bool
+    prompt_tokens: int | None
+    cached_tokens: int | None
+    cost: TurnCost
+
+
+def recent_reported(*, session: ChatSession) -> list[ChartTurn]:
+    """The last `CHART_TURNS` finished turns that reported usage, oldest first (one query)."""
+    latest = (
+        _finished(session=session, usage_reported=True)
+        .order_by("-requested_at", "-id")
+        .values_list("prompt_tokens", "cached_tokens", "price_known", "cost_actual", "cost_uncached")[:CHART_TURNS]
+    )
+    return [
+        ChartTurn(True, prompt, cached, _cost(reported=True, price_known=known, actual=actual, uncached=uncached))
+        for prompt, cached, known, actual, uncached in reversed(list(latest))
+    ]
+
+
+@dataclass(frozen=True)
 class KeyWarmth:
     key: str | None
     requests: int
@@ -192,23 +326,53 @@ class KeyWarmth:
     lifetime: str
 
 
-def warmth_of(rows: list[TurnRow], *, now: datetime | None = None) -> list[KeyWarmth]:
-    """Per key sent: time since last use against the cache lifetime, newest first."""
+def warmth(*, key: str | None, requests: int, last_used: datetime, extended: bool, now: datetime) -> KeyWarmth:
+    """One key's time since last use against the cache lifetime its latest request asked for."""
+    idle = now - last_used
+    if extended:
+        state, lifetime = ("warm" if idle < EXTENDED_MAX else "cold"), "up to 24 h (extended retention)"
+    else:
+        state = "warm" if idle < IN_MEMORY_WARM else "fading" if idle < IN_MEMORY_MAX else "cold"
+        lifetime = "5–10 min idle (in memory)"
+    return KeyWarmth(key, requests, last_used, idle, state, lifetime)
+
+
+def key_warmth(*, session: ChatSession, now: datetime | None = None) -> list[KeyWarmth]:
+    """Per key sent, newest use first (two queries, a few rows per key).
+
+    A GROUP BY per key gives its number of turns and its first and last request times; then
+    only the turns at those instants are read: the latest turn of a key (the lowest id on a
+    tie, as before) says whether extended retention was asked for, and the first one orders
+    keys last used at the same instant by first use.
+    """
     now = now or timezone.now()
-    by_key: dict[str | None, list[TurnRow]] = {}
-    for row in rows:
-        by_key.setdefault(row.prompt_cache_key, []).append(row)
-    found = []
-    for key, used in by_key.items():
-        last = max(used, key=lambda r: r.requested_at)
-        idle = now - last.requested_at
-        if last.extended_retention:
-            state, lifetime = ("warm" if idle < EXTENDED_MAX else "cold"), "up to 24 h (extended retention)"
-        else:
-            state = "warm" if idle < IN_MEMORY_WARM else "fading" if idle < IN_MEMORY_MAX else "cold"
-            lifetime = "5–10 min idle (in memory)"
-        found.append(KeyWarmth(key, len(used), last.requested_at, idle, state, lifetime))
-    return sorted(found, key=lambda w: w.last_used, reverse=True)
+    finished = _finished(session=session)
+    keys = list(
+        finished.values("prompt_cache_key")
+        .annotate(uses=Count("id"), last_at=Max("requested_at"), first_at=Min("requested_at"))
+        .order_by()
+    )
+    if not keys:
+        return []
+    moments = {k["last_at"] for k in keys} | {k["first_at"] for k in keys}
+    at_moment: dict[tuple[str | None, datetime], tuple[int, dict]] = {}  # lowest id at (key, instant)
+    for key, at, pk, params in finished.filter(requested_at__in=moments).values_list(
+        "prompt_cache_key", "requested_at", "id", "params"
+    ):
+        if (key, at) not in at_moment or pk < at_moment[(key, at)][0]:
+            at_moment[(key, at)] = (pk, params or {})
+    keys.sort(key=lambda k: (k["first_at"], at_moment[(k["prompt_cache_key"], k["first_at"])][0]))  # first seen
+    found = [
+        warmth(
+            key=k["prompt_cache_key"],
+            requests=k["uses"],
+            last_used=k["last_at"],
+            extended=bool(at_moment[(k["prompt_cache_key"], k["last_at"])][1].get("extended_retention")),
+            now=now,
+        )
+        for k in keys
+    ]
+    return sorted(found, key=lambda w: w.last_used, reverse=True)  # stable: ties keep first-use order
 
 
 @dataclass(frozen=True)
@@ -218,35 +382,49 @@ class Panel:
     branches: list[tuple[str, Totals]]
     chart: Chart
     warmth: list[KeyWarmth]
-    rows: list[TurnRow]
 
 
-def session_panel(*, session: ChatSession) -> Panel:
-    rows = turn_rows(session=session)
-    by_branch: dict[tuple[int | None, str], list[TurnRow]] = {}
-    for row in rows:
-        by_branch.setdefault((row.branch_id, row.branch), []).append(row)
+def session_panel(*, session: ChatSession, now: datetime | None = None) -> Panel:
+    """The cost panel: four queries, whatever the number of turns, and no Turn objects.
+
+    Per-branch sums in one GROUP BY (branches in the order of their first request; the
+    session's totals are their sum), the chart's last turns, and the key warmth (two).
+    """
+    groups = (
+        _finished(session=session)
+        .values("branch_id", "branch__name")
+        .annotate(**_sums(), first_at=Min("requested_at"), first_id=Min("id"))
+        .order_by("first_at", "first_id")
+    )
+    branches = [(g["branch__name"] if g["branch_id"] is not None else DELETED_BRANCH, Sums.of(g)) for g in groups]
     return Panel(
         session=session,
-        totals=totals_of(rows),
-        branches=[(name, totals_of(branch_rows)) for (_, name), branch_rows in by_branch.items()],
-        chart=chart_of(rows),
-        warmth=warmth_of(rows),
-        rows=rows,
+        totals=sum((sums for _, sums in branches), Sums()).totals(),
+        branches=[(name, sums.totals()) for name, sums in branches],
+        chart=chart_of(recent_reported(session=session)),
+        warmth=key_warmth(session=session, now=now),
     )
+
+
+@dataclass(frozen=True)
+class SessionTurns:
+    """What the exports list: every finished turn, and their totals added up in Python."""
+
+    session: ChatSession
+    rows: list[TurnRow]
+    totals: Totals
+
+
+def session_turns(*, session: ChatSession) -> SessionTurns:
+    rows = turn_rows(session=session)
+    return SessionTurns(session=session, rows=rows, totals=totals_of(rows))
 
 
 def account_summary(*, user) -> tuple[Totals, list[tuple[ChatSession, Totals]]]:
-    """Every session's totals and the sum over all of them (two queries)."""
+    """Every session's totals and the sum over all of them (two queries: the sessions, and
+    the user's finished turns summed per session)."""
     sessions = list(ChatSession.objects.filter(owner=user).order_by("-updated_at"))
-    turns = (
-        Turn.objects.filter(session__owner=user, requested_at__isnull=False, finished_at__isnull=False)
-        .select_related("branch")
-        .defer(*UNREAD)
-        .order_by("requested_at", "id")
-    )
-    by_session: dict[int, list[TurnRow]] = {}
-    for turn in turns:
-        by_session.setdefault(turn.session_id, []).append(_row(turn))
-    per_session = [(s, totals_of(by_session.get(s.pk, []))) for s in sessions]
-    return totals_of([row for rows in by_session.values() for row in rows]), per_session
+    groups = _finished(session__owner=user).values("session_id").annotate(**_sums()).order_by()
+    by_session = {g["session_id"]: Sums.of(g) for g in groups}
+    per_session = [(s, by_session.get(s.pk, Sums()).totals()) for s in sessions]
+    return sum(by_session.values(), Sums()).totals(), per_session

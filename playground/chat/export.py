@@ -1,4 +1,7 @@
-"""Session exports (JSON and CSV), built from the same rows as the cost panel."""
+"""Session exports (JSON and CSV): every finished turn, and their totals.
+
+The exports are downloads, allowed to cost O(turns); the cost panel adds up in the database
+instead, with the same rules (costs.py), so its totals equal this file's sum of the turns."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import csv
 import io
 from decimal import Decimal
 
-from .costs import Panel, Totals, TurnRow
+from .costs import SessionTurns, Totals, TurnRow
 
 USAGE_FIELDS = ("prompt_tokens", "cached_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
 
@@ -58,8 +61,8 @@ def _totals(totals: Totals) -> dict:
     }
 
 
-def export_json(panel: Panel) -> dict:
-    chat = panel.session
+def export_json(data: SessionTurns) -> dict:
+    chat = data.session
     return {
         "session": {
             "id": chat.pk,
@@ -75,26 +78,26 @@ def export_json(panel: Panel) -> dict:
             "extended_retention": chat.extended_retention,
             "created": chat.created_at.isoformat(),
         },
-        "turns": [_turn(row) for row in panel.rows],
-        "totals": _totals(panel.totals),
+        "turns": [_turn(row) for row in data.rows],
+        "totals": _totals(data.totals),
     }
 
 
 CSV_COLUMNS = ["id", "branch", "created", "model", "prompt_cache_key", *USAGE_FIELDS, "cost_actual", "cost_uncached", "cost_saved"]
 
 
-def export_csv(panel: Panel) -> str:
+def export_csv(data: SessionTurns) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
-    for row in panel.rows:
+    for row in data.rows:
         turn = _turn(row)
         writer.writerow(
             [turn["id"], turn["branch"], turn["created"], turn["model"], turn["prompt_cache_key"] or ""]
             + ["" if turn["usage"][f] is None else turn["usage"][f] for f in USAGE_FIELDS]
             + [turn["cost"][k] or "" for k in ("actual", "uncached", "saved")]
         )
-    totals = _totals(panel.totals)
+    totals = _totals(data.totals)
     writer.writerow(
         ["TOTAL", f"{totals['requests']} requests", "", "", ""]
         + [totals["usage"][f] for f in USAGE_FIELDS]

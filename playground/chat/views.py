@@ -229,11 +229,11 @@ def session_panel(request, session_id: int):
 @require_GET
 def session_export(request, session_id: int, fmt: str):
     chat = selectors.session_get(session_id=session_id, user=request.user)
-    panel = costs.session_panel(session=chat)
+    data = costs.session_turns(session=chat)
     if fmt == "csv":
-        response = HttpResponse(export.export_csv(panel), content_type="text/csv; charset=utf-8")
+        response = HttpResponse(export.export_csv(data), content_type="text/csv; charset=utf-8")
     else:
-        response = JsonResponse(export.export_json(panel), json_dumps_params={"indent": 2})
+        response = JsonResponse(export.export_json(data), json_dumps_params={"indent": 2})
     response["Content-Disposition"] = f'attachment; filename="session-{chat.pk}.{fmt}"'
     return response
 

@@ -292,7 +292,7 @@ def test_earlier_is_the_owners_only(client, chat, django_user_model):
 
 def test_the_page_never_reads_fingerprints(signed_in, chat):
     """A turn's fingerprint grows with the conversation; neither the window nor the cost
-    panel (which adds up every finished turn) needs it."""
+    panel (which adds up every finished turn in the database) needs it."""
     from django.utils import timezone
 
     _chain(chat, 4 * K, turns=True)
@@ -303,5 +303,5 @@ def test_the_page_never_reads_fingerprints(signed_in, chat):
     assert "<dt>requests</dt><dd>10</dd>" in html, "the panel counted the finished turns"
     window = [q["sql"] for q in captured.captured_queries if "RECURSIVE" in q["sql"]]
     panel = [q["sql"] for q in captured.captured_queries if '"finished_at" IS NOT NULL' in q["sql"]]
-    assert len(window) == 1 and len(panel) == 1  # the window; the panel's turns
+    assert len(window) == 1 and len(panel) == 4  # the window; the panel: sums, chart, key warmth (2)
     assert not [sql for sql in window + panel if "fingerprint" in sql]
