@@ -49,6 +49,19 @@
     }
   });
 
+  // The first message names the session (the header's title is swapped in out of band).
+  // The settings form still shows the old title: follow the new one there too, unless the
+  // user has typed a title of their own that is not saved yet.
+  document.addEventListener("htmx:oobAfterSwap", function (evt) {
+    var target = evt.detail.target;
+    if (!target || !target.id || target.id.indexOf("conv-title-") !== 0) return;
+    var form = document.getElementById("settings");
+    var field = form && form.querySelector("input[name=title]");
+    var was = form && form.querySelector("input[name=title_was]");
+    if (!field || !was || field.value !== was.value) return;
+    field.value = was.value = target.textContent;
+  });
+
   // Auto-scroll the thread while the user is at the bottom; stop when they scroll up.
   var stick = true;
   function thread() { return document.querySelector("[data-thread]"); }
