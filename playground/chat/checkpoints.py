@@ -103,7 +103,8 @@ class Checkpointer:
 
     async def _run(self) -> None:
         while self._entries:
-            await asyncio.sleep(settings.PLAYGROUND_SAVE_INTERVAL)
+            # Never longer than a heartbeat period, whatever the save interval is set to.
+            await asyncio.sleep(min(settings.PLAYGROUND_SAVE_INTERVAL, heartbeat_seconds()))
             try:
                 await self.tick()
             except DB_ERRORS as exc:
@@ -125,7 +126,24 @@ class Checkpointer:
         now = time.monotonic()
         beat = now - self._last_beat >= heartbeat_seconds()
         turn_ids = [entry.turn_id for entry in entries]
-        stopped = await self._run_db(save)(texts, turn_ids if beat else [], turn_ids)
+        beats = turn_ids if beat else []
+        try:
+            stopped = await self._run_db(save)(texts, beats, turn_ids)
+        except DB_ERRORS:
+            raise
+        except Exception:  # noqa: BLE001 - e.g. one text the database refuses
+            # One reply's bad row must not stop every reply's heartbeats, stop checks and
+            # saves: beat and read the stops alone, then save the texts one by one. A text
+            # that still fails is not retried each tick; the reply's end saves it again.
+            logger.exception("checkpoint of %s replies failed; saving them one by one", len(entries))
+            stopped = await self._run_db(save)({}, beats, turn_ids)
+            for pk, text in texts.items():
+                try:
+                    await self._run_db(save)({pk: text}, [], [])
+                except DB_ERRORS:
+                    raise
+                except Exception:  # noqa: BLE001
+                    logger.warning("message %s: partial text not saved", pk)
         if beat:
             self._last_beat = now
         for entry in entries:

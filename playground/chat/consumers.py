@@ -1,4 +1,5 @@
 import json
+import time
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -6,6 +7,9 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from playground import events
 
 from . import rendering, selectors
+
+
+RESYNCS_PER_SECOND = 5
 
 
 class SessionConsumer(AsyncWebsocketConsumer):
@@ -17,8 +21,10 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     group: str | None = None
     session_id: int | None = None
+    _resyncs: list[float]
 
     async def connect(self):
+        self._resyncs = []
         user = self.scope.get("user")
         session_id = self.scope["url_route"]["kwargs"]["session_id"]
         session = await database_sync_to_async(selectors.session_find)(session_id=session_id, user=user)
@@ -50,6 +56,13 @@ class SessionConsumer(AsyncWebsocketConsumer):
             return
         if type(message_id) is not int:
             return
+        # A page asks once a second per message at most; a socket asking far more often is
+        # not a page, and must not queue database work for everyone else.
+        now = time.monotonic()
+        self._resyncs = [t for t in self._resyncs if now - t < 1.0]
+        if len(self._resyncs) >= RESYNCS_PER_SECOND:
+            return
+        self._resyncs.append(now)
         html = await database_sync_to_async(self._resync_html)(message_id)
         if html:
             await self.send(text_data=html)
@@ -61,7 +74,10 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if message is None:
             return None
         if message.in_flight:
-            seq, text = selectors.live_text(message=message)
+            try:
+                seq, text = selectors.live_text(message=message)
+            except events.TRANSPORT_ERRORS:
+                return None  # Redis is down: no snapshot now; the page asks again on the next gap
             return rendering.snapshot(message_id=message.id, seq=seq, text=text) if seq else None
         return rendering.message_replaced(message_id=message.id)
 

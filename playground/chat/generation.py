@@ -205,18 +205,23 @@ async def _watch(job: Job, stop: asyncio.Event) -> None:
     layer = get_channel_layer()
     group = events.turn_group(job.turn_id)
     channel = None
+    joined = False
     try:
         while True:
             try:
                 if channel is None:
                     channel = await layer.new_channel()
+                if not joined:
                     await layer.group_add(group, channel)
+                    joined = True
                 message = await layer.receive(channel)
                 if message.get("type") == events.STOP_EVENT:
                     stop.set()
                     return
             except events.TRANSPORT_ERRORS:
-                channel = None  # the channel layer is down (Redis restarting): join again soon
+                # The channel layer is down (Redis restarting): join again soon, on the same
+                # channel, so a half-done join leaves nothing subscribed behind.
+                joined = False
                 await asyncio.sleep(heartbeat_seconds())
     finally:
         if channel is not None:
@@ -255,7 +260,13 @@ async def generation_run(turn_id: int) -> None:
             try:
                 await consumer
             except asyncio.CancelledError:
-                pass
+                if asyncio.current_task().cancelling():
+                    raise  # we are being shut down as well
+        elif consumer.done() and not consumer.cancelled() and consumer.exception() is not None:
+            # A bug, not the upstream (those are UpstreamErrors, kept in the outcome): end the
+            # turn as failed with the text so far rather than as a finished reply.
+            logger.error("turn %s: relay failed", job.turn_id, exc_info=consumer.exception())
+            outcome.error = UpstreamError("internal", "The reply failed unexpectedly. Retry, and tell the operator if it persists.")
     except asyncio.CancelledError:
         consumer.cancel()
         raise  # we are being shut down; the sweeper will mark the turn

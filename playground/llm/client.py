@@ -138,6 +138,12 @@ def _common_params(request: ReplyRequest) -> dict[str, Any]:
     return params
 
 
+def _clean(text: str) -> str:
+    """Model text as the app can store it: PostgreSQL text cannot hold NUL, and a reply that
+    could not be saved would fail every checkpoint and its own end. Shown as U+FFFD."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 async def _sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
     """The `data` of each server-sent event (multi-line data joined; comments, `event`,
     `id` and `retry` fields skipped): the subset of the SSE format the Chat Completions
@@ -181,8 +187,8 @@ async def _stream_chat(client: openai.AsyncOpenAI, request: ReplyRequest):
             model = chunk.get("model") or model
             for choice in chunk.get("choices") or ():
                 content = (choice.get("delta") or {}).get("content")
-                if content:
-                    yield TextDelta(content)
+                if content and isinstance(content, str):
+                    yield TextDelta(_clean(content))
                 if choice.get("finish_reason"):
                     finish_reason = choice["finish_reason"]
             if chunk.get("usage") is not None:
@@ -209,7 +215,7 @@ async def _stream_responses(client: openai.AsyncOpenAI, request: ReplyRequest):
         async for event in stream:
             kind = getattr(event, "type", "")
             if kind == "response.output_text.delta":
-                yield TextDelta(event.delta)
+                yield TextDelta(_clean(event.delta))
             elif kind in ("response.completed", "response.incomplete"):
                 response = event.response
                 usage = usage_from_responses(response.usage) if response.usage else Usage(reported=False, missing=("usage",))

@@ -219,3 +219,37 @@ def test_resync_answers_only_for_the_sockets_own_session(app, sim):
 
     assert asyncio.run(run()) is None
     owner.wait_idle(session_id, branch_id)
+
+
+def test_resync_requests_are_rate_limited_per_socket(app, user, sim):
+    """A page asks at most once a second per message; a socket asking 20 times at once gets
+    at most RESYNCS_PER_SECOND answers, so it cannot queue database work for everyone."""
+    import json
+
+    from playground.chat.consumers import RESYNCS_PER_SECOND
+
+    sim.configure(reply_mode="numbered", reply_tokens=200, tokens_per_second=20, first_token_delay=0)
+    session_id, branch_id = user.new_session(provider="simulator")
+
+    async def run():
+        async with user.socket(session_id) as ws:
+            resp = user.send(session_id, branch_id, "Count")
+            message_id = int(re.findall(r'id="msg-(\d+)"', resp.text)[-1])
+            await collect(ws, until='data-seq="2"')
+            for _ in range(20):
+                await ws.send(json.dumps({"resync": message_id}))
+            snapshots = 0
+            deadline = asyncio.get_running_loop().time() + 0.8
+            while (left := deadline - asyncio.get_running_loop().time()) > 0:
+                try:
+                    frame = await asyncio.wait_for(ws.recv(), left)
+                except TimeoutError:
+                    break
+                snapshots += "data-snapshot" in frame
+            turn_id = app.query("SELECT id FROM chat_turn WHERE message_id = %s", (message_id,))[0][0]
+            assert user.post(f"/turns/{turn_id}/stop/").status_code == 204
+            return snapshots
+
+    snapshots = asyncio.run(run())
+    assert 1 <= snapshots <= RESYNCS_PER_SECOND
+    user.wait_idle(session_id, branch_id)

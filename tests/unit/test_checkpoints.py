@@ -1,0 +1,97 @@
+"""The per-loop checkpoint (chat/checkpoints.py): all streaming replies saved together, and
+one reply's bad row never stops the others' saves, heartbeats or stop checks."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from django.utils import timezone
+
+from playground.chat import checkpoints, services
+from playground.chat.models import Message, Turn
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BAD = "refused by the database"
+
+
+@pytest.fixture
+def replies(django_user_model):
+    """Three streaming replies of one user, with their turns (heartbeat long ago)."""
+    user = django_user_model.objects.create_user("ckpt-owner", password="pw-123456-x")
+    chat = services.session_create(user=user)
+    out = []
+    for i in range(3):
+        message = Message.objects.create(session=chat, role="assistant", status="streaming", content="", depth=i)
+        turn = Turn.objects.create(message=message, session=chat, user=user, provider="simulator", api="chat",
+                                   model="gpt-4o-mini", heartbeat_at=timezone.now() - timezone.timedelta(minutes=5))
+        out.append((message, turn))
+    return out
+
+
+def _run_db(fn):
+    """Like generation.db, with a database that refuses one text (as PostgreSQL refuses NUL)."""
+
+    async def call(*args):
+        texts = args[0] if args else {}
+        if isinstance(texts, dict) and any(BAD in text for text in texts.values()):
+            raise ValueError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+        return await asyncio.to_thread(fn, *args)
+
+    return call
+
+
+def _tick(entries):
+    async def run():
+        checkpointer = checkpoints.Checkpointer(_run_db)
+        for entry in entries:
+            checkpointer._entries[entry.turn_id] = entry  # registered without starting the timer task
+        await checkpointer.tick()
+
+    asyncio.run(run())
+
+
+def test_one_tick_saves_every_reply_and_beats_every_heart(replies):
+    stopped = []
+    texts = {m.pk: f" {m.pk} one two" for m, _ in replies}
+    entries = [checkpoints.Entry(t.pk, m.pk, (lambda m=m: texts[m.pk]), (lambda t=t: stopped.append(t.pk))) for m, t in replies]
+    Turn.objects.filter(pk=replies[1][1].pk).update(stop_requested=True)
+    before = timezone.now()
+    _tick(entries)
+    for message, turn in replies:
+        assert Message.objects.get(pk=message.pk).content == texts[message.pk]
+        assert Turn.objects.get(pk=turn.pk).heartbeat_at >= before
+    assert stopped == [replies[1][1].pk], "a stop recorded in the database reaches its reply"
+
+
+def test_a_text_the_database_refuses_does_not_stop_the_others(replies):
+    stopped = []
+    texts = {m.pk: f"reply {m.pk}" for m, _ in replies}
+    texts[replies[0][0].pk] = f"reply with {BAD}"
+    entries = [checkpoints.Entry(t.pk, m.pk, (lambda m=m: texts[m.pk]), (lambda t=t: stopped.append(t.pk))) for m, t in replies]
+    Turn.objects.filter(pk=replies[2][1].pk).update(stop_requested=True)
+    before = timezone.now()
+    _tick(entries)
+    assert Message.objects.get(pk=replies[0][0].pk).content == "", "the refused text is skipped"
+    for message, _ in replies[1:]:
+        assert Message.objects.get(pk=message.pk).content == texts[message.pk], "the others are saved"
+    for _, turn in replies:
+        assert Turn.objects.get(pk=turn.pk).heartbeat_at >= before, "every reply still proves it is alive"
+    assert stopped == [replies[2][1].pk], "stop flags are still read"
+    assert entries[0].saved_len == len(texts[replies[0][0].pk]), "the refused text is not retried every tick"
+
+
+def test_a_finished_reply_is_never_overwritten_by_a_late_checkpoint(replies):
+    message, turn = replies[0]
+    Message.objects.filter(pk=message.pk).update(status="done", content="the final text")
+    entries = [checkpoints.Entry(turn.pk, message.pk, lambda: "a shorter partial", lambda: None)]
+    _tick(entries)
+    assert Message.objects.get(pk=message.pk).content == "the final text"
+
+
+def test_model_text_with_nul_is_made_storable():
+    from playground.llm.client import _clean
+
+    assert _clean("a\x00b") == "a\ufffdb"
+    assert _clean("plain") == "plain"
