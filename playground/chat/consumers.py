@@ -9,7 +9,9 @@ from playground import events
 from . import rendering, selectors
 
 
-RESYNCS_PER_SECOND = 5
+# A page asks once a second per message on a gap, and once per streaming reply when its
+# socket reopens (a fan-out shows up to PLAYGROUND_MAX_FANOUT of them).
+RESYNCS_PER_SECOND = 20
 
 
 class SessionConsumer(AsyncWebsocketConsumer):

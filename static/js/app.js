@@ -11,12 +11,20 @@
   document.addEventListener("htmx:wsOpen", keepSocket);
   document.addEventListener("htmx:wsBeforeMessage", keepSocket);
   var asked = {};
-  function resync(target) {
+  function resync(target, force) {
     var id = parseInt((target.id || "").replace("body-", ""), 10);
-    if (!socket || !id || (asked[id] && Date.now() - asked[id] < 1000)) return;
+    if (!socket || !id || (!force && asked[id] && Date.now() - asked[id] < 1000)) return;
     asked[id] = Date.now();
     socket.send(JSON.stringify({ resync: id }));
   }
+  // Whenever the socket (re)opens, ask for every reply this page shows as streaming: it may
+  // have moved on, or ended, while the socket was down (or between the page's render and
+  // its socket's connect). The answer is its text so far, or the finished message.
+  document.addEventListener("htmx:wsOpen", function () {
+    Array.prototype.forEach.call(document.querySelectorAll(".msg-body.live[id^='body-']"), function (body) {
+      resync(body, true);
+    });
+  });
 
   document.addEventListener("htmx:oobBeforeSwap", function (evt) {
     var frag = evt.detail.fragment;

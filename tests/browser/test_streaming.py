@@ -14,6 +14,7 @@ from tests.browser.helpers import (
     is_numbered_prefix,
     msg_id,
     numbered,
+    poll,
     ready_user,
     record_samples,
     samples,
@@ -205,3 +206,45 @@ def test_a_lost_delta_is_healed_not_shown_as_a_hole(page, app, sim):
     _assert_stream_samples_clean(samples(page))
     _assert_exact_numbered(page, mid, n)
     shot(page, "lost-delta-healed")
+
+
+def test_a_reply_that_ended_while_the_socket_was_down_shows_as_ended(page, app, sim):
+    """The socket goes quiet mid-reply (every frame lost), the reply ends meanwhile, then the
+    socket drops and htmx reconnects: the page asks for its streaming replies on reopening and
+    shows the finished message, not a reply stuck 'streaming'."""
+    n = 30
+    sim.configure(reply_mode="numbered", reply_tokens=n, tokens_per_second=30, first_token_delay=0.1)
+    connections: list = []
+
+    def relay(ws) -> None:
+        server = ws.connect_to_server()
+        first = not connections
+        connections.append(ws)
+        quiet: list[bool] = []
+
+        def to_page(frame) -> None:
+            if first and (quiet or (isinstance(frame, str) and 'data-seq="3"' in frame)):
+                quiet.append(True)  # from here on, the first connection delivers nothing
+                return
+            ws.send(frame)
+
+        server.on_message(to_page)
+
+    page.route_web_socket(re.compile(r"/ws/sessions/"), relay)
+    ready_user(page)
+    wait_ws(page)
+    _, assistant = send(page, "Count to thirty")
+    mid = msg_id(assistant)
+    page.wait_for_function("(id) => { const b = document.getElementById('body-' + id); return b && b.textContent.trim().length > 0; }", arg=mid)
+
+    def ended() -> bool:
+        rows = app.query("SELECT status FROM chat_message WHERE id = %s", (mid,))
+        return bool(rows) and rows[0][0] == "done"
+
+    poll(ended, timeout=15, message="the reply ended upstream")
+    expect(assistant).not_to_have_class(re.compile(r"\bstatus-done\b"))  # the page has not heard
+    connections[0].close(code=1011, reason="test: connection lost")
+    wait_finished(assistant)
+    assert len(connections) >= 2, "htmx reconnected"
+    _assert_exact_numbered(page, mid, n)
+    shot(page, "ended-while-socket-down")

@@ -222,8 +222,9 @@ def test_resync_answers_only_for_the_sockets_own_session(app, sim):
 
 
 def test_resync_requests_are_rate_limited_per_socket(app, user, sim):
-    """A page asks at most once a second per message; a socket asking 20 times at once gets
-    at most RESYNCS_PER_SECOND answers, so it cannot queue database work for everyone."""
+    """A page asks once a second per message (and once per streaming reply on reconnect); a
+    socket asking three times the limit at once gets at most RESYNCS_PER_SECOND answers, so
+    it cannot queue database work for everyone."""
     import json
 
     from playground.chat.consumers import RESYNCS_PER_SECOND
@@ -236,7 +237,7 @@ def test_resync_requests_are_rate_limited_per_socket(app, user, sim):
             resp = user.send(session_id, branch_id, "Count")
             message_id = int(re.findall(r'id="msg-(\d+)"', resp.text)[-1])
             await collect(ws, until='data-seq="2"')
-            for _ in range(20):
+            for _ in range(3 * RESYNCS_PER_SECOND):
                 await ws.send(json.dumps({"resync": message_id}))
             snapshots = 0
             deadline = asyncio.get_running_loop().time() + 0.8
