@@ -28,6 +28,7 @@ from functools import cache
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,44 @@ async def stop_send(turn_id: int) -> None:
 
 def stop_send_sync(turn_id: int) -> None:
     async_to_sync(stop_send)(turn_id)
+
+
+# --- the production channel layer ---------------------------------------------------------
+
+TAB_QUEUE_LIMIT = 1000  # events waiting for one tab (consumer) before the oldest are dropped
+
+
+class _NewestQueue(asyncio.Queue):
+    """One tab's waiting events, keeping the newest: a tab that stops reading (a stalled
+    connection) drops its oldest events instead of growing the web process without bound.
+    The page notices the gap in the deltas' seq, or reopens its socket, and resyncs."""
+
+    def put_nowait(self, item) -> None:
+        while self.full():
+            self.get_nowait()
+        super().put_nowait(item)
+
+
+class _BoundedLoopLayer(RedisPubSubLoopLayer):
+    async def _subscribe_to_channel(self, channel):
+        self.channels[channel] = _NewestQueue(maxsize=TAB_QUEUE_LIMIT)
+        await self._get_shard(channel).subscribe(channel)
+
+
+class BoundedPubSubChannelLayer(RedisPubSubChannelLayer):
+    """channels_redis's pub/sub layer (one PUBLISH per event) with a bounded queue per tab.
+
+    The stock layer queues without limit (its list-backed "core" layer capped each channel
+    at `capacity`). Its per-event-loop layer is made a subclass whose channel queues keep
+    the newest TAB_QUEUE_LIMIT events; tests/unit/test_channel_layer.py checks it against
+    the installed channels-redis.
+    """
+
+    def _get_layer(self):
+        layer = super()._get_layer()
+        if not isinstance(layer, _BoundedLoopLayer):
+            layer.__class__ = _BoundedLoopLayer
+        return layer
 
 
 # --- live text: the text of an in-flight reply, newer than the database copy -------------

@@ -152,11 +152,12 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # The channel layer carries every streaming delta from the workers to the web servers.
 # "pubsub" (default): one Redis PUBLISH per group send and one SUBSCRIBE connection per
 # process; nothing is queued for a tab that is not connected, which suits deltas (a joining
-# tab reads the live text instead). "core": channels_redis's list-backed layer, which costs
-# about seven Redis commands and a Lua script per send (bench/README.md has the figures).
+# tab reads the live text instead), and at most 1,000 events for a tab that stops reading
+# (events.BoundedPubSubChannelLayer). "core": channels_redis's list-backed layer, which
+# costs about seven Redis commands and a Lua script per send (bench/README.md has figures).
 PLAYGROUND_CHANNEL_LAYER = os.environ.get("PLAYGROUND_CHANNEL_LAYER", "pubsub")
 _CHANNEL_LAYER_BACKENDS = {
-    "pubsub": ("channels_redis.pubsub.RedisPubSubChannelLayer", {}),
+    "pubsub": ("playground.events.BoundedPubSubChannelLayer", {}),
     "core": ("channels_redis.core.RedisChannelLayer", {"capacity": 1000, "expiry": 60}),
 }
 if PLAYGROUND_CHANNEL_LAYER not in _CHANNEL_LAYER_BACKENDS:
