@@ -8,7 +8,8 @@ reply: at 200 replies, 400+ transactions a second and a queue on the loop's data
 
 Here one task per event loop does it for all of them, every `PLAYGROUND_SAVE_INTERVAL`:
 one UPDATE for every changed text, one for the heartbeats when they are due (every
-`heartbeat_seconds()`), and one SELECT for stop flags. Cost grows with the number of ticks, not with replies x ticks.
+`heartbeat_seconds()`), and one SELECT for stop flags. Cost grows with the number of ticks,
+not with replies x ticks.
 
 Partial saves are disposable (the live store holds the freshest text and the reply's end
 writes the final one), so on PostgreSQL they commit with `synchronous_commit = off`: no WAL
@@ -97,9 +98,6 @@ class Checkpointer:
 
     def unregister(self, turn_id: int) -> None:
         self._entries.pop(turn_id, None)
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
     async def _run(self) -> None:
         while self._entries:

@@ -15,7 +15,8 @@ RESYNCS_PER_SECOND = 20
 
 
 class SessionConsumer(AsyncWebsocketConsumer):
-    """One browser tab on one session: receives the session's HTML events, sends nothing.
+    """One browser tab on one session: receives the session's HTML events; sends only
+    resync requests (see `receive`).
 
     Ownership is checked before joining the group; on join, in-flight replies are re-sent as
     snapshots so a reload or a second tab continues mid-stream without a gap.
@@ -37,11 +38,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.group = events.session_group(session.id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
-        for message in await database_sync_to_async(selectors.in_flight_messages)(session=session):
-            live = await events.live_store().aget(message.id)
-            if live is not None:
-                seq, text = live
-                await self.send(text_data=rendering.snapshot(message_id=message.id, seq=seq, text=text))
+        for html in await database_sync_to_async(_join_snapshots)(session):
+            await self.send(text_data=html)
 
     async def disconnect(self, code):
         if self.group:
@@ -76,12 +74,23 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if message is None:
             return None
         if message.in_flight:
-            try:
-                seq, text = selectors.live_text(message=message)
-            except events.TRANSPORT_ERRORS:
-                return None  # Redis is down: no snapshot now; the page asks again on the next gap
-            return rendering.snapshot(message_id=message.id, seq=seq, text=text) if seq else None
+            return _snapshot(message)
         return rendering.message_replaced(message_id=message.id)
 
     async def session_html(self, event):
         await self.send(text_data=event["html"])
+
+
+def _snapshot(message) -> str | None:
+    """A streaming message's text so far as a snapshot event, if the live store has it.
+    With Redis down there is none now; the page asks again on its next gap or reconnect."""
+    try:
+        seq, text = selectors.live_text(message=message)
+    except events.TRANSPORT_ERRORS:
+        return None
+    return rendering.snapshot(message_id=message.id, seq=seq, text=text) if seq else None
+
+
+def _join_snapshots(session) -> list[str]:
+    """What a tab joining the session gets first: a snapshot of every reply in flight."""
+    return [html for message in selectors.in_flight_messages(session=session) if (html := _snapshot(message))]

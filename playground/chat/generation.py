@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-
-from concurrent.futures import ThreadPoolExecutor
 
 from channels.db import DatabaseSyncToAsync, database_sync_to_async
 from channels.layers import get_channel_layer
@@ -39,7 +38,6 @@ from .selectors import message_path
 
 logger = logging.getLogger(__name__)
 
-heartbeat_seconds = checkpoints.heartbeat_seconds
 _db_pool: ThreadPoolExecutor | None = None
 
 
@@ -119,8 +117,6 @@ def _start(turn_id: int) -> tuple[Job | None, bool]:
     return job, False
 
 
-DB_ERRORS = checkpoints.DB_ERRORS
-_reconnect = checkpoints.reconnect
 FINISH_ATTEMPTS = 20  # with the backoff below: about a minute of database outage survived
 
 
@@ -130,11 +126,11 @@ def _finish_retrying(job: Job, outcome: Outcome, text: str) -> None:
         try:
             _finish(job, outcome, text)
             return
-        except DB_ERRORS as exc:
+        except checkpoints.DB_ERRORS as exc:
             if attempt == FINISH_ATTEMPTS - 1:
                 raise
             logger.warning("turn %s: finish failed (%s), retrying", job.turn_id, type(exc).__name__)
-            _reconnect()
+            checkpoints.reconnect()
             time.sleep(min(0.25 * 2**attempt, 5.0))
 
 
@@ -222,7 +218,7 @@ async def _watch(job: Job, stop: asyncio.Event) -> None:
                 # The channel layer is down (Redis restarting): join again soon, on the same
                 # channel, so a half-done join leaves nothing subscribed behind.
                 joined = False
-                await asyncio.sleep(heartbeat_seconds())
+                await asyncio.sleep(checkpoints.heartbeat_seconds())
     finally:
         if channel is not None:
             try:

@@ -8,7 +8,6 @@
   // message gets it both in its POST response and over the WebSocket).
   var socket = null;  // the session's WebSocket (htmx ws extension), for resync requests
   function keepSocket(evt) { if (evt.detail && evt.detail.socketWrapper) socket = evt.detail.socketWrapper; }
-  document.addEventListener("htmx:wsOpen", keepSocket);
   document.addEventListener("htmx:wsBeforeMessage", keepSocket);
   var asked = {};
   function resync(target, force) {
@@ -20,7 +19,8 @@
   // Whenever the socket (re)opens, ask for every reply this page shows as streaming: it may
   // have moved on, or ended, while the socket was down (or between the page's render and
   // its socket's connect). The answer is its text so far, or the finished message.
-  document.addEventListener("htmx:wsOpen", function () {
+  document.addEventListener("htmx:wsOpen", function (evt) {
+    keepSocket(evt);
     Array.prototype.forEach.call(document.querySelectorAll(".msg-body.live[id^='body-']"), function (body) {
       resync(body, true);
     });
