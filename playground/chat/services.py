@@ -141,6 +141,25 @@ def _announce(turn: Turn, new_messages: list[Message]) -> None:
     dispatch.generation_start(turn.id)
 
 
+def _exchange(*, session: ChatSession, branch: Branch, parent_id: int | None, depth: int, content: str, user, key_ref: str) -> Turn:
+    """The user's message under `parent_id` and the pending reply to it, now the branch's
+    head; once the transaction commits, both are shown to the session's tabs and the reply
+    starts. Call inside the transaction."""
+    user_message = Message.objects.create(
+        session=session,
+        parent_id=parent_id,
+        depth=depth,
+        role=Message.Role.USER,
+        content=content,
+        branch=branch,
+    )
+    turn = _turn_for(parent=user_message, session=session, branch=branch, user=user, key_ref=key_ref)
+    branch.head = turn.message
+    branch.save(update_fields=["head", "updated_at"])
+    transaction.on_commit(lambda: _announce(turn, [user_message, turn.message]))
+    return turn
+
+
 def message_send(*, session: ChatSession, branch: Branch, user, content: str, web_session=None) -> Turn:
     """Append the user's message to the branch and start a reply to it."""
     content = _validate_content(content)
@@ -150,21 +169,13 @@ def message_send(*, session: ChatSession, branch: Branch, user, content: str, we
         head = branch.head
         if head is not None and head.in_flight:
             raise ChatError("A reply is still streaming on this branch. Stop it or wait for it to finish; your message is still here.")
-        user_message = Message.objects.create(
-            session=session,
-            parent=head,
-            depth=head.depth + 1 if head else 0,
-            role=Message.Role.USER,
-            content=content,
-            branch=branch,
+        turn = _exchange(
+            session=session, branch=branch, parent_id=head.pk if head else None, depth=head.depth + 1 if head else 0,
+            content=content, user=user, key_ref=key_ref,
         )
-        turn = _turn_for(parent=user_message, session=session, branch=branch, user=user, key_ref=key_ref)
-        branch.head = turn.message
-        branch.save(update_fields=["head", "updated_at"])
         if session.title == DEFAULT_TITLE:
             session.title = _title_from(content)
         session.save(update_fields=["title", "updated_at"])
-        transaction.on_commit(lambda: _announce(turn, [user_message, turn.message]))
     return turn
 
 
@@ -313,19 +324,11 @@ def message_edit_resend(*, session: ChatSession, message: Message, user, content
         branch = Branch.objects.create(
             session=session, name=f"edit {_branch_number(session)}", forked_from_id=message.parent_id
         )
-        user_message = Message.objects.create(
-            session=session,
-            parent_id=message.parent_id,
-            depth=message.depth,
-            role=Message.Role.USER,
-            content=content,
-            branch=branch,
+        turn = _exchange(
+            session=session, branch=branch, parent_id=message.parent_id, depth=message.depth,
+            content=content, user=user, key_ref=key_ref,
         )
-        turn = _turn_for(parent=user_message, session=session, branch=branch, user=user, key_ref=key_ref)
-        branch.head = turn.message
-        branch.save(update_fields=["head", "updated_at"])
         session.save(update_fields=["updated_at"])
-        transaction.on_commit(lambda: _announce(turn, [user_message, turn.message]))
     return turn
 
 
