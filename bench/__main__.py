@@ -331,6 +331,19 @@ def print_relay_line(mode, n, r):
     print(line, flush=True)
 
 
+def _failure(exc: BaseException) -> dict:
+    """What the JSON records for a part that could not run (called inside its `except`)."""
+    return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}
+
+
+def _timed(run) -> dict:
+    """`run()`'s result dict with its wall time added."""
+    t = time.time()
+    out = run()
+    out["wall_s"] = round(time.time() - t, 1)
+    return out
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -381,7 +394,7 @@ def main(argv=None) -> int:
                             print_relay_line(mode, n, relay_out[str(n)])
                         except Exception as exc:  # noqa: BLE001 - record and go on with the other runs
                             failed = True
-                            relay_out[str(n)] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}
+                            relay_out[str(n)] = _failure(exc)
                             print(f"  FAILED: {exc}", flush=True)
                     if a.profile and ns:
                         n = max(ns)
@@ -390,38 +403,25 @@ def main(argv=None) -> int:
                             prof = relay_once(a, server, sim, mode, n, profile=True)
                             relay_out.setdefault(str(n), {})["profile_run"] = prof
                         except Exception as exc:  # noqa: BLE001
-                            relay_out.setdefault(str(n), {})["profile_run"] = {"error": f"{type(exc).__name__}: {exc}",
-                                                                               "traceback": traceback.format_exc()[-3000:]}
+                            relay_out.setdefault(str(n), {})["profile_run"] = _failure(exc)
                             print(f"  profile FAILED: {exc}", flush=True)
-                if "micro" in a.parts:
+                for key, label, run in (
+                    ("micro", "micro-benchmarks of the relay's steps",
+                     lambda srv: srv.run_script("bench.app_micro", [json.dumps({"repeat": 500 if a.quick else 2000})])),
+                    ("tree", f"tree (depths {a.tree_depths}, tree sizes {a.tree_sizes})",
+                     lambda srv: _timed(lambda: srv.run_script("bench.app_tree", [json.dumps(
+                         {"depths": a.tree_depths, "tree_sizes": a.tree_sizes, "repeat": 3 if a.quick else 7})], timeout=1800))),
+                    ("page", "page weight and time to interactive", lambda srv: page_bench(a, srv, sim)),
+                ):
+                    if key not in a.parts:
+                        continue
                     server = ensure_alive(server, mode_out, a, sim, mode, workdir)
-                    print(f"[{mode}] micro-benchmarks of the relay's steps", flush=True)
+                    print(f"[{mode}] {label}", flush=True)
                     try:
-                        mode_out["micro"] = server.run_script("bench.app_micro", [json.dumps({"repeat": 500 if a.quick else 2000})])
-                    except Exception as exc:  # noqa: BLE001
+                        mode_out[key] = run(server)
+                    except Exception as exc:  # noqa: BLE001 - record and go on with the other parts
                         failed = True
-                        mode_out["micro"] = {"error": f"{type(exc).__name__}: {exc}"}
-                        print(f"  FAILED: {exc}", flush=True)
-                if "tree" in a.parts:
-                    server = ensure_alive(server, mode_out, a, sim, mode, workdir)
-                    print(f"[{mode}] tree (depths {a.tree_depths}, tree sizes {a.tree_sizes})", flush=True)
-                    try:
-                        t = time.time()
-                        cfg = {"depths": a.tree_depths, "tree_sizes": a.tree_sizes, "repeat": 3 if a.quick else 7}
-                        mode_out["tree"] = server.run_script("bench.app_tree", [json.dumps(cfg)], timeout=1800)
-                        mode_out["tree"]["wall_s"] = round(time.time() - t, 1)
-                    except Exception as exc:  # noqa: BLE001
-                        failed = True
-                        mode_out["tree"] = {"error": f"{type(exc).__name__}: {exc}"}
-                        print(f"  FAILED: {exc}", flush=True)
-                if "page" in a.parts:
-                    server = ensure_alive(server, mode_out, a, sim, mode, workdir)
-                    print(f"[{mode}] page weight and time to interactive", flush=True)
-                    try:
-                        mode_out["page"] = page_bench(a, server, sim)
-                    except Exception as exc:  # noqa: BLE001
-                        failed = True
-                        mode_out["page"] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}
+                        mode_out[key] = _failure(exc)
                         print(f"  FAILED: {exc}", flush=True)
             finally:
                 stack.stop(server)
