@@ -187,6 +187,10 @@ CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL or "memory://"
 # Results are never read; the backend only counts a fan-out chord's finished replies
 # so its join callback runs once after the last one (Redis: native chord counters).
 CELERY_RESULT_BACKEND = REDIS_URL or None
+# One result-backend object (and Redis pool) per process, not per thread: every web request
+# runs its sync view on a fresh thread, and building a backend there was a third of a send's
+# Celery publish (bench/README.md). redis-py's client and pool are thread-safe.
+CELERY_RESULT_BACKEND_THREAD_SAFE = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_ACKS_LATE = False

@@ -74,11 +74,21 @@ def _spawn(loop: asyncio.AbstractEventLoop, coro) -> None:
     loop.call_soon_threadsafe(lambda: _keep(loop.create_task(coro)), context=contextvars.Context())
 
 
+async def _alone(coro) -> None:
+    """Run `coro` on a loop made for it, closing that loop's upstream connections after."""
+    from playground.llm.client import pool_close
+
+    try:
+        await coro
+    finally:
+        await pool_close()
+
+
 def run_in_process(coro) -> None:
     loop = _server_loop
     if loop is None or loop.is_closed():
         # No ASGI server in this process (a shell, a management command): run it alone.
-        threading.Thread(target=asyncio.run, args=(coro,), daemon=True, name="generation").start()
+        threading.Thread(target=asyncio.run, args=(_alone(coro),), daemon=True, name="generation").start()
         return
     _spawn(loop, coro)
 
@@ -101,6 +111,17 @@ _worker_loop: asyncio.AbstractEventLoop | None = None
 _worker_lock = threading.Lock()
 
 
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where installed (a dependency on Linux), as uvicorn uses for the web process:
+    at 200 replies the loop's own machinery (selector, callbacks, socket writes) is a sixth
+    of the worker's CPU on plain asyncio (bench/README.md)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def worker_loop() -> asyncio.AbstractEventLoop:
     """One event loop per worker process, shared by all its generation tasks.
 
@@ -110,7 +131,7 @@ def worker_loop() -> asyncio.AbstractEventLoop:
     global _worker_loop
     with _worker_lock:
         if _worker_loop is None or _worker_loop.is_closed():
-            loop = asyncio.new_event_loop()
+            loop = _new_loop()
             threading.Thread(target=loop.run_forever, daemon=True, name="generation-loop").start()
             _worker_loop = loop
         return _worker_loop

@@ -17,25 +17,38 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
+import httpx2
 import openai
 
 from .types import Usage
 
 logger = logging.getLogger(__name__)
 
-# One connection pool per event loop: httpx clients are bound to the loop that made them,
-# and a pool per call would pay a TCP (and TLS) handshake on every turn.
-_pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]" = weakref.WeakKeyDictionary()
+# One connection pool per event loop: HTTP clients are bound to the loop that made them, and
+# a pool per call would pay a TCP (and TLS) handshake on every turn.
+_pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncClient]" = weakref.WeakKeyDictionary()
+_LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=200)
 
 
-def _pool() -> httpx.AsyncClient:
+def _pool() -> httpx2.AsyncClient:
+    """The loop's pool, on the SDK's aiohttp transport (`openai[aiohttp]`), which the SDK
+    recommends for concurrency: its HTTP parser is C, and returning a connection does not
+    poll every other connection of the pool (the default transport's pool did, so at 200
+    streams each reply's end cost 200 socket polls; bench/README.md)."""
     loop = asyncio.get_running_loop()
     client = _pools.get(loop)
     if client is None or client.is_closed:
-        client = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
+        client = openai.DefaultAioHttpClient(limits=_LIMITS)
         _pools[loop] = client
     return client
+
+
+async def pool_close() -> None:
+    """Close this loop's pool: for a loop about to end (a job run outside any server)."""
+    client = _pools.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,25 +95,29 @@ class UpstreamError(Exception):
         self.retry_after = retry_after
 
 
-def _client(*, base_url: str, api_key: str, connect_timeout: float, read_timeout: float):
+def _client(*, base_url: str, api_key: str, connect_timeout: float, read_timeout: float, http_client=None):
     # No SDK retries: a user is watching, and every failure gets a clear message and a retry.
     return openai.AsyncOpenAI(
         api_key=api_key or "no-key",
         base_url=base_url,
         max_retries=0,
-        timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
-        http_client=_pool(),
+        timeout=httpx2.Timeout(read_timeout, connect=connect_timeout),
+        http_client=http_client or _pool(),
     )
 
 
 async def list_models(*, base_url: str, api_key: str, timeout: float = 10.0) -> list[str]:
-    """The cheap call that proves a key works: list the models it can use."""
-    client = _client(base_url=base_url, api_key=api_key, connect_timeout=timeout, read_timeout=timeout)
-    try:
-        page = await client.models.list()
-        return sorted(model.id for model in page.data)
-    except Exception as exc:  # noqa: BLE001 - every failure becomes a user-facing UpstreamError
-        raise _translate(exc, model=None, read_timeout=timeout) from None
+    """The cheap call that proves a key works: list the models it can use.
+
+    Its own client, closed on return: it runs from a view through `async_to_sync`, which may
+    be a loop made for this one call, and a rare call needs no pooled connection."""
+    async with openai.DefaultAioHttpClient(limits=_LIMITS) as http_client:
+        client = _client(base_url=base_url, api_key=api_key, connect_timeout=timeout, read_timeout=timeout, http_client=http_client)
+        try:
+            page = await client.models.list()
+            return sorted(model.id for model in page.data)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a user-facing UpstreamError
+            raise _translate(exc, model=None, read_timeout=timeout) from None
 
 
 async def stream_reply(request: ReplyRequest) -> AsyncIterator[TextDelta | ReplyDone]:
@@ -144,20 +161,38 @@ def _clean(text: str) -> str:
     return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
-async def _sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+async def _sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """The `data` of each server-sent event (multi-line data joined; comments, `event`,
     `id` and `retry` fields skipped): the subset of the SSE format the Chat Completions
-    stream uses."""
-    data: list[str] = []
-    async for line in lines:
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-        elif line.startswith("data:"):
-            data.append(line[6:] if line.startswith("data: ") else line[5:])
-    if data:
-        yield "\n".join(data)
+    stream uses. Read from the body's bytes: splitting lines in bytes (and parsing JSON from
+    bytes) skips the text and line decoders, two generator layers per chunk. Lines may end
+    in LF, CRLF or CR; a CR at the end of a chunk waits for the next one (it may be a CRLF)."""
+    pending = b""
+    data: list[bytes] = []
+
+    def event_lines(lines: list[bytes]):
+        nonlocal data
+        for line in lines:
+            if not line:
+                if data:
+                    yield b"\n".join(data)
+                    data = []
+            elif line.startswith(b"data:"):
+                data.append(line[6:] if line.startswith(b"data: ") else line[5:])
+
+    async for chunk in chunks:
+        pending += chunk
+        if pending.endswith(b"\r"):
+            continue
+        if b"\r" in pending:
+            pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = pending.split(b"\n")
+        pending = lines.pop()
+        for event in event_lines(lines):
+            yield event
+    tail = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n") + [b""]
+    for event in event_lines(tail):
+        yield event
 
 
 async def _stream_chat(client: openai.AsyncOpenAI, request: ReplyRequest):
@@ -176,8 +211,8 @@ async def _stream_chat(client: openai.AsyncOpenAI, request: ReplyRequest):
     # as plain JSON. Building the SDK's typed chunk objects costs ~50 us a token, most of a
     # worker's CPU at 200 concurrent replies (bench/README.md), for three fields we read.
     async with client.chat.completions.with_streaming_response.create(**params) as response:
-        async for data in _sse_data(response.iter_lines()):
-            if data.startswith("[DONE]"):
+        async for data in _sse_data(response.iter_bytes()):
+            if data.startswith(b"[DONE]"):
                 continue  # read to the end of the body, so the connection is reused
             chunk = json.loads(data)
             if not isinstance(chunk, dict):
@@ -287,12 +322,36 @@ def _api_message(exc: openai.APIStatusError) -> str:
     return str(message or "")[:500]
 
 
+def _transport_failure(exc: BaseException) -> str | None:
+    """What the connection did, from the aiohttp error at the root of `exc`'s chain:
+    "connect_timeout", "timeout" (no data in time), "connect" (refused, unresolvable) or
+    "broken" (closed or cut mid-body). None when no aiohttp error is behind it.
+
+    Read from aiohttp's own exception, not from the HTTPX-style one the SDK's transport maps
+    it to: that mapping turns every connection error, refused and disconnected included,
+    into a ConnectTimeout, which would tell the user the wrong story."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return "connect_timeout"
+        if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
+            return "timeout"
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return "connect"
+        if isinstance(exc, aiohttp.ClientError):
+            return "broken"
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
 def _translate(exc: BaseException, *, model: str | None, read_timeout: float, mid_stream: bool = False) -> UpstreamError:
     what = f"model {model}" if model else "the models"
+    failure = _transport_failure(exc)
     if mid_stream and not isinstance(exc, openai.APIStatusError):
         # Once text has flowed, any transport failure is the stream breaking, not the
         # provider being unreachable: say so, and that the partial text is kept.
-        if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
+        if failure == "timeout" or (failure is None and isinstance(exc, (openai.APITimeoutError, httpx2.TimeoutException))):
             return UpstreamError("timeout", f"The provider stopped answering mid-reply (no data for {read_timeout:g} s: read timeout); partial text kept, usage not reported.")
         return UpstreamError("cut", "The stream was cut mid-way; partial text kept, usage not reported.")
     if isinstance(exc, openai.AuthenticationError):
@@ -320,14 +379,15 @@ def _translate(exc: BaseException, *, model: str | None, read_timeout: float, mi
         if status >= 500:
             return UpstreamError("upstream", f"The provider had an error ({status}). Retry in a moment.", status=status)
         return UpstreamError("bad_request", f"The provider refused the request ({status}): {_api_message(exc) or 'no reason given'}", status=status)
-    if isinstance(exc, openai.APITimeoutError):
-        cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, httpx.ConnectTimeout):
+    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
+        if failure == "connect_timeout":
             return UpstreamError("timeout", "Could not connect to the provider in time (connect timeout).")
-        return UpstreamError("timeout", f"The provider stopped answering (no data for {read_timeout:g} s: read timeout).")
-    if isinstance(exc, openai.APIConnectionError):
+        if failure == "connect":
+            return UpstreamError("connect", "Could not reach the provider (connection failed).")
+        if failure == "timeout" or (failure is None and isinstance(exc, openai.APITimeoutError)):
+            return UpstreamError("timeout", f"The provider stopped answering (no data for {read_timeout:g} s: read timeout).")
         return UpstreamError("connect", "Could not reach the provider (connection failed).")
-    if isinstance(exc, (httpx.HTTPError, openai.APIError, ValueError)):
+    if isinstance(exc, (httpx2.HTTPError, aiohttp.ClientError, openai.APIError, ValueError)):
         # Transport broke or the SSE was not valid JSON mid-stream.
         return UpstreamError("cut", "The stream was cut mid-way; partial text kept, usage not reported.")
     logger.error("unexpected upstream failure: %s", type(exc).__name__)

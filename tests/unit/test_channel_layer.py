@@ -47,3 +47,31 @@ def test_a_tab_that_reads_gets_every_event_in_order():
         return got
 
     assert asyncio.run(run()) == list(range(300))
+
+
+def test_set_and_group_send_many_stores_before_the_event_arrives():
+    """A delta's live-text SET and its PUBLISH go in one round trip; a tab that gets the
+    event finds the text already stored (the gap-free join relies on that order)."""
+    import redis
+
+    store = redis.Redis.from_url(REDIS_URL)
+    key = "pcp:test:live:pipeline"
+    store.delete(key)
+
+    async def run():
+        layer = _layer()
+        channel = await layer.new_channel()
+        await layer.group_add("pcp-test-pipeline", channel)
+        seen = []
+        for n in range(1, 51):
+            await layer.set_and_group_send_many([(key, f"[{n}, \"text\"]".encode(), 60, "pcp-test-pipeline", {"type": "session.html", "n": n})])
+            event = await asyncio.wait_for(layer.receive(channel), 5)
+            seen.append((event["n"], store.get(key)))
+        await layer.flush()
+        return seen
+
+    seen = asyncio.run(run())
+    assert [n for n, _ in seen] == list(range(1, 51))
+    assert all(stored == f"[{n}, \"text\"]".encode() for n, stored in seen)
+    assert 0 < store.ttl(key) <= 60
+    store.delete(key)

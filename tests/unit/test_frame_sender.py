@@ -1,0 +1,76 @@
+"""Delta frames of every reply on a loop go out together (events.FrameSender): each reply's
+frames arrive in order with contiguous seqs and lose no text; a first token goes out at once;
+and many replies share one batch per tick instead of one send each."""
+
+import asyncio
+import time
+
+import pytest
+
+from playground import events
+
+
+@pytest.fixture
+def batches(monkeypatch):
+    sent: list[tuple[float, list[events.Frame]]] = []
+
+    async def record(frames):
+        await asyncio.sleep(0.002)  # a send takes a moment; ticks must not overlap
+        sent.append((time.monotonic(), list(frames)))
+
+    monkeypatch.setattr(events, "store_and_publish", record)
+    return sent
+
+
+def stream(n: int, interval: float) -> events.DeltaStream:
+    return events.DeltaStream(session_id=1, message_id=n, render=lambda seq, chunk: chunk, interval=interval)
+
+
+def test_many_replies_share_batches_and_lose_nothing(batches):
+    async def run():
+        streams = [stream(n, 0.02) for n in range(50)]
+
+        async def feed(s, n):
+            for i in range(40):
+                await s.add(f" {n}.{i}")
+                await asyncio.sleep(0.001 * (1 + n % 3))
+            await s.flush()
+
+        await asyncio.gather(*(feed(s, n) for n, s in enumerate(streams)))
+        return streams
+
+    streams = asyncio.run(run())
+    frames = [f for _, batch in batches for f in batch]
+    for n, s in enumerate(streams):
+        mine = [f for f in frames if f.message_id == n]
+        assert [f.seq for f in mine] == list(range(1, len(mine) + 1)), "in order, no gap, no repeat"
+        assert "".join(f.html for f in mine) == "".join(f" {n}.{i}" for i in range(40)), "every token once"
+        assert mine[-1].text == s.text
+    assert len(batches) < len(frames) / 5, "frames of many replies travel together"
+
+
+def test_a_first_token_goes_out_at_once_and_later_ones_wait_for_the_tick(batches):
+    async def run():
+        s = stream(1, 0.2)
+        t0 = time.monotonic()
+        await s.add("first")
+        await asyncio.sleep(0.05)
+        await s.add(" second")
+        await asyncio.sleep(0.3)
+        return t0
+
+    t0 = asyncio.run(run())
+    assert [f.html for _, b in batches for f in b] == ["first", " second"]
+    assert batches[0][0] - t0 < 0.05, "the first text is not held for a tick"
+    assert batches[1][0] - batches[0][0] >= 0.19, "later text waits for the interval"
+
+
+def test_a_pause_never_strands_text(batches):
+    async def run():
+        s = stream(1, 0.05)
+        await s.add("a")
+        await s.add("b")  # pending, no further tokens follow
+        await asyncio.sleep(0.2)
+
+    asyncio.run(run())
+    assert "".join(f.html for _, b in batches for f in b) == "ab"
