@@ -18,12 +18,13 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from playground.chat import dispatch  # noqa: E402
+from playground.http import HttpConcurrencyLimit  # noqa: E402
 from playground.chat.routing import websocket_urlpatterns  # noqa: E402
 
 application = dispatch.LoopBinding(
     ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            "http": HttpConcurrencyLimit(django_asgi_app),
             "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         }
     )

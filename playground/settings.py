@@ -306,6 +306,8 @@ PLAYGROUND_USER_CONCURRENCY = env_int("PLAYGROUND_USER_CONCURRENCY", 8)
 # A streaming turn whose worker has not written for this long is marked failed.
 PLAYGROUND_STALE_STREAM_SECONDS = env_int("PLAYGROUND_STALE_STREAM_SECONDS", 90)
 # How often deltas are sent to browsers (coalesced) and partial text saved.
+# HTTP requests one web process runs at once; more wait their turn (playground/http.py).
+PLAYGROUND_HTTP_CONCURRENCY = env_int("PLAYGROUND_HTTP_CONCURRENCY", 16)
 PLAYGROUND_DELTA_INTERVAL = float(os.environ.get("PLAYGROUND_DELTA_INTERVAL", "0.05"))
 PLAYGROUND_SAVE_INTERVAL = float(os.environ.get("PLAYGROUND_SAVE_INTERVAL", "1.0"))
 # Threads for the generation loop's database calls (chat/generation.py `db`). 0: channels'
