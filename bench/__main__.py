@@ -48,6 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-baseline", action="store_true", help="skip the direct-SDK baseline runs")
     p.add_argument("--timeout", type=float, default=None, help="max seconds to wait for one relay run's replies")
     p.add_argument("--web-workers", type=int, default=1, help="uvicorn workers in production mode (default 1, as the test harness)")
+    p.add_argument("--worker-processes", type=int, default=1,
+                   help="Celery worker processes in production mode, each with the full thread pool (default 1)")
     p.add_argument("--worker-concurrency", default="auto",
                    help="Celery thread-pool size (default auto = max(64, largest N): no stream waits for a pool slot)")
     p.add_argument("--profile", action="store_true",
@@ -292,6 +294,7 @@ def ensure_alive(server, mode_out: dict, a, sim, mode: str, workdir: Path):
     print(f"  app process(es) gone: {event['exited']}; restarting the {mode} stack", flush=True)
     stack.stop(server)
     return stack.start(mode, simulator_url=sim.base_url, web_workers=a.web_workers, worker_concurrency=a.concurrency,
+                       worker_processes=a.worker_processes,
                        workdir=workdir / f"{mode}-{len(mode_out['app_restarts'])}")
 
 
@@ -356,7 +359,8 @@ def main(argv=None) -> int:
         "config": {
             "n": a.ns, "per_mode_n": a.per_mode_n, "modes": a.mode_list, "tokens": a.tokens, "rate_tps": a.rate,
             "first_token_delay_s": a.first_token_delay, "quick": a.quick, "only": sorted(a.parts),
-            "web_workers": a.web_workers, "worker_concurrency": a.concurrency, "timeout_s": a.timeout,
+            "web_workers": a.web_workers, "worker_concurrency": a.concurrency, "worker_processes": a.worker_processes,
+            "timeout_s": a.timeout,
             "tree_depths": a.tree_depths, "tree_sizes": a.tree_sizes, "page_loads": a.page_loads,
             "bench_loop": "asyncio" if a.no_uvloop else "uvloop", "profile": a.profile, "profile_inline": a.profile_inline,
             "delta_interval_s": float(os.environ.get("PLAYGROUND_DELTA_INTERVAL", 0.05)),
@@ -378,7 +382,7 @@ def main(argv=None) -> int:
             t = time.time()
             print(f"[{mode}] starting the app", flush=True)
             server = stack.start(mode, simulator_url=sim.base_url, web_workers=a.web_workers,
-                                 worker_concurrency=a.concurrency, workdir=workdir / mode)
+                                 worker_concurrency=a.concurrency, worker_processes=a.worker_processes, workdir=workdir / mode)
             mode_out["startup_s"] = round(time.time() - t, 1)
             mode_out["processes"] = {k: v for k, v in server.pids().items()}
             try:

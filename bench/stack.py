@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import select
 import subprocess
 import sys
@@ -103,6 +104,31 @@ class Simulator:
 class BenchServer(harness.AppServer):
     """The harness's AppServer, sized for load: see `start` for the worker count and pool."""
 
+    worker_processes: int = 1
+
+    def start_worker(self) -> None:
+        """One Celery worker process, as the harness starts it; or several (like a compose
+        `worker` service scaled to N), started together under one process group, so the
+        figures of "worker" are theirs summed (bench/procs.py counts descendants)."""
+        if self.worker_processes <= 1:
+            return super().start_worker()
+        commands = [
+            shlex.join([sys.executable, "-m", "celery", "-A", "playground", "worker", "--pool", "threads",
+                        "--concurrency", str(self.worker_concurrency), "--loglevel", "INFO", "--without-gossip",
+                        "--without-mingle", "--without-heartbeat", "--prefetch-multiplier", "1",
+                        "--hostname", f"{self.worker_name}{self.port}-{i}@%h"])
+            for i in range(self.worker_processes)
+        ]
+        proc = self._spawn("worker", ["sh", "-c", " & ".join(commands) + " & wait"])
+        deadline = time.monotonic() + self.worker_timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"workers exited:\n{self._log('worker').read_text()[-3000:]}")
+            if self._log("worker").read_text(errors="replace").count(" ready.") >= self.worker_processes:
+                return
+            time.sleep(0.2)
+        raise RuntimeError("celery workers did not become ready")
+
     def pids(self) -> dict[str, int]:
         return {name: proc.pid for name, proc in self.procs.items()}
 
@@ -115,7 +141,8 @@ class BenchServer(harness.AppServer):
         return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def start(mode: str, *, simulator_url: str, web_workers: int = 1, worker_concurrency: int = 64, workdir: Path | None = None) -> BenchServer:
+def start(mode: str, *, simulator_url: str, web_workers: int = 1, worker_concurrency: int = 64, worker_processes: int = 1,
+          workdir: Path | None = None) -> BenchServer:
     workdir = workdir or Path(tempfile.mkdtemp(prefix=f"bench-{mode}-"))
     workdir.mkdir(parents=True, exist_ok=True)
     env = harness._base_env(workdir, simulator_url, BENCH_ENV)
@@ -147,6 +174,7 @@ def start(mode: str, *, simulator_url: str, web_workers: int = 1, worker_concurr
         "production", workdir, env, database_url=env["DATABASE_URL"], web_workers=web_workers,
         worker_concurrency=worker_concurrency, web_timeout=60.0, worker_timeout=90.0, worker_name="bench",
     )
+    server.worker_processes = worker_processes
     try:
         server.manage("migrate", "--noinput", "-v0")
         server.manage("collectstatic", "--noinput", "-v0")

@@ -258,12 +258,17 @@ async def store_and_publish(frames: list[Frame]) -> None:
         except TRANSPORT_ERRORS as exc:
             logger.warning("%d delta frames not stored or published: %s", len(frames), type(exc).__name__)
         return
-    for f in frames:
+
+
+    async def one(f: Frame) -> None:
         try:
             await live_store().aset(f.message_id, f.seq, f.text)
         except TRANSPORT_ERRORS as exc:
             logger.warning("live text not stored for message %s: %s", f.message_id, type(exc).__name__)
         await publish(f.session_id, f.html)
+
+    # Each reply has at most one frame here, so they may go concurrently.
+    await asyncio.gather(*(one(f) for f in frames))
 
 
 # --- the coalescing delta sender ----------------------------------------------------------
@@ -318,6 +323,12 @@ class FrameSender:
     _loops: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, FrameSender]]" = weakref.WeakKeyDictionary()
 
     @classmethod
+    def discard(cls, loop: asyncio.AbstractEventLoop) -> None:
+        """Forget a loop that is ending (its senders hold it through their lock and tasks,
+        so the weak key alone would never let it go)."""
+        cls._loops.pop(loop, None)
+
+    @classmethod
     def for_loop(cls, interval: float) -> FrameSender:
         senders = cls._loops.setdefault(asyncio.get_running_loop(), {})
         if interval not in senders:
@@ -356,19 +367,29 @@ class FrameSender:
             await self.send(None)
         except Exception:  # noqa: BLE001 - a failed batch must not stop later ticks
             logger.exception("sending delta frames failed")
-        if self._dirty and self._timer is None:
-            delay, self._urgent = (0.0 if self._urgent else self.interval), False
-            self._timer = asyncio.get_running_loop().call_later(delay, self._start_tick)
+        finally:
+            # Text marked during this tick (or left by a cancelled one) gets the next tick.
+            self._tick = None
+            if self._dirty and self._timer is None:
+                delay, self._urgent = (0.0 if self._urgent else self.interval), False
+                self._timer = asyncio.get_running_loop().call_later(delay, self._start_tick)
 
     async def send(self, streams: list[DeltaStream] | None) -> None:
         """Send the pending frames of `streams` (None: every stream with pending text)."""
         async with self._lock:
             if streams is None:
-                streams, self._dirty = list(self._dirty.values()), {}
+                streams, self._dirty, self._urgent = list(self._dirty.values()), {}, False
             else:
                 for stream in streams:
                     self._dirty.pop(id(stream), None)
-            frames = [frame for stream in streams if (frame := stream.take()) is not None]
+            frames = []
+            for stream in streams:
+                try:
+                    if (frame := stream.take()) is not None:
+                        frames.append(frame)
+                except Exception:  # noqa: BLE001 - one reply's bad render must not hold back the others
+                    # Its seq moved on without a frame: its tabs see the gap and resync.
+                    logger.exception("delta frame of message %s not rendered", stream.message_id)
             await store_and_publish(frames)
             # Stamp after the send, not before: when sends slow down under load, the next
             # frames then carry everything that arrived meanwhile, instead of each token

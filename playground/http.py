@@ -3,12 +3,15 @@
 Django runs every sync view on a thread of its own, so a burst of requests (200 users
 pressing Send in the same second) becomes 200 threads taking turns on one GIL in 5 ms
 slices: every request finishes late, the first one included, and each reply starts late.
-Letting a few in at a time, in arrival order, finishes the first ones at once and the rest
-no later than before (bench/README.md). A few, not one: a request waiting on the database
-or on a provider (checking a new key waits up to 10 s) releases the GIL and its slot's
-thread for nothing else, so the limit leaves room for several such waits at once.
+Letting a few in at a time, in arrival order, finishes the first ones at once
+(bench/README.md). A few, not one: a request waiting on the database or on a provider
+(checking a new key waits up to 10 s) holds its slot without using the CPU, so the limit
+leaves room for several such waits at once.
 
-WebSockets are not limited: a socket lives for the whole visit.
+A slot is for work, not for the network: the request body is read before a slot is taken
+(up to PREREAD_BYTES, which covers every form this app has), and static files never take
+one. A request that cannot get a slot within MAX_WAIT_SECONDS is answered 503 rather than
+left hanging. WebSockets are not limited: a socket lives for the whole visit.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ import asyncio
 import weakref
 
 from django.conf import settings
+
+PREREAD_BYTES = 1024 * 1024
+MAX_WAIT_SECONDS = 30.0
+BUSY = b"The server is busy. Try again in a moment."
 
 
 class HttpConcurrencyLimit:
@@ -35,7 +42,45 @@ class HttpConcurrencyLimit:
         return semaphore
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or settings.PLAYGROUND_HTTP_CONCURRENCY <= 0:
+        if (
+            scope["type"] != "http"
+            or settings.PLAYGROUND_HTTP_CONCURRENCY <= 0
+            or scope.get("path", "").startswith(settings.STATIC_URL)
+        ):
             return await self.app(scope, receive, send)
-        async with self._semaphore():
+        receive = await _preread(receive)
+        semaphore = self._semaphore()
+        try:
+            await asyncio.wait_for(semaphore.acquire(), MAX_WAIT_SECONDS)
+        except TimeoutError:
+            await _busy(send)
+            return
+        try:
             return await self.app(scope, receive, send)
+        finally:
+            semaphore.release()
+
+
+async def _preread(receive):
+    """Read the request body (up to PREREAD_BYTES) now; the app gets it replayed."""
+    messages, size = [], 0
+    while size <= PREREAD_BYTES:
+        message = await receive()
+        messages.append(message)
+        size += len(message.get("body", b""))
+        if message["type"] != "http.request" or not message.get("more_body"):
+            break
+    replay = iter(messages)
+
+    async def replayed():
+        for message in replay:
+            return message
+        return await receive()
+
+    return replayed
+
+
+async def _busy(send) -> None:
+    await send({"type": "http.response.start", "status": 503,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"5")]})
+    await send({"type": "http.response.body", "body": BUSY})

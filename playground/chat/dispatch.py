@@ -76,12 +76,14 @@ def _spawn(loop: asyncio.AbstractEventLoop, coro) -> None:
 
 async def _alone(coro) -> None:
     """Run `coro` on a loop made for it, closing that loop's upstream connections after."""
+    from playground import events
     from playground.llm.client import pool_close
 
     try:
         await coro
     finally:
         await pool_close()
+        events.FrameSender.discard(asyncio.get_running_loop())
 
 
 def run_in_process(coro) -> None:

@@ -28,7 +28,9 @@ logger = logging.getLogger(__name__)
 # One connection pool per event loop: HTTP clients are bound to the loop that made them, and
 # a pool per call would pay a TCP (and TLS) handshake on every turn.
 _pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncClient]" = weakref.WeakKeyDictionary()
-_LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=200)
+# Idle connections are dropped after 4 s: under the 5 s keep-alive of common servers, so a
+# request is not sent on a connection the server is closing (aiohttp does not retry a POST).
+_LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=4.0)
 
 
 def _pool() -> httpx2.AsyncClient:
@@ -39,7 +41,7 @@ def _pool() -> httpx2.AsyncClient:
     loop = asyncio.get_running_loop()
     client = _pools.get(loop)
     if client is None or client.is_closed:
-        client = openai.DefaultAioHttpClient(limits=_LIMITS)
+        client = openai.DefaultAioHttpClient(limits=_LIMITS, follow_redirects=False)
         _pools[loop] = client
     return client
 
@@ -111,7 +113,7 @@ async def list_models(*, base_url: str, api_key: str, timeout: float = 10.0) -> 
 
     Its own client, closed on return: it runs from a view through `async_to_sync`, which may
     be a loop made for this one call, and a rare call needs no pooled connection."""
-    async with openai.DefaultAioHttpClient(limits=_LIMITS) as http_client:
+    async with openai.DefaultAioHttpClient(limits=_LIMITS, follow_redirects=False) as http_client:
         client = _client(base_url=base_url, api_key=api_key, connect_timeout=timeout, read_timeout=timeout, http_client=http_client)
         try:
             page = await client.models.list()
@@ -166,9 +168,11 @@ async def _sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     `id` and `retry` fields skipped): the subset of the SSE format the Chat Completions
     stream uses. Read from the body's bytes: splitting lines in bytes (and parsing JSON from
     bytes) skips the text and line decoders, two generator layers per chunk. Lines may end
-    in LF, CRLF or CR; a CR at the end of a chunk waits for the next one (it may be a CRLF)."""
+    in LF, CRLF or CR; a CR that ends a chunk ends its line at once, and an LF that opens the
+    next chunk is then taken as that CRLF's second half."""
     pending = b""
     data: list[bytes] = []
+    after_cr = False
 
     def event_lines(lines: list[bytes]):
         nonlocal data
@@ -181,17 +185,17 @@ async def _sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
                 data.append(line[6:] if line.startswith(b"data: ") else line[5:])
 
     async for chunk in chunks:
+        if after_cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
         pending += chunk
-        if pending.endswith(b"\r"):
-            continue
+        after_cr = pending.endswith(b"\r")
         if b"\r" in pending:
             pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         lines = pending.split(b"\n")
         pending = lines.pop()
         for event in event_lines(lines):
             yield event
-    tail = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n") + [b""]
-    for event in event_lines(tail):
+    for event in event_lines([pending, b""]):
         yield event
 
 
@@ -387,8 +391,13 @@ def _translate(exc: BaseException, *, model: str | None, read_timeout: float, mi
         if failure == "timeout" or (failure is None and isinstance(exc, openai.APITimeoutError)):
             return UpstreamError("timeout", f"The provider stopped answering (no data for {read_timeout:g} s: read timeout).")
         return UpstreamError("connect", "Could not reach the provider (connection failed).")
+    if failure == "timeout" or (failure is None and isinstance(exc, httpx2.TimeoutException)):
+        # The reply's headers came, then nothing before its first text.
+        return UpstreamError("timeout", f"The provider stopped answering (no data for {read_timeout:g} s: read timeout).")
+    if failure in ("broken", "connect"):
+        return UpstreamError("cut", "The provider closed the connection before the reply began.")
     if isinstance(exc, (httpx2.HTTPError, aiohttp.ClientError, openai.APIError, ValueError)):
-        # Transport broke or the SSE was not valid JSON mid-stream.
+        # The stream was not valid JSON or SSE.
         return UpstreamError("cut", "The stream was cut mid-way; partial text kept, usage not reported.")
     logger.error("unexpected upstream failure: %s", type(exc).__name__)
     return UpstreamError("internal", "The reply failed unexpectedly. Retry, and tell the operator if it persists.")

@@ -75,3 +75,29 @@ def test_set_and_group_send_many_stores_before_the_event_arrives():
     assert all(stored == f"[{n}, \"text\"]".encode() for n, stored in seen)
     assert 0 < store.ttl(key) <= 60
     store.delete(key)
+
+
+def test_in_the_pipeline_each_frames_set_precedes_its_publish(monkeypatch):
+    """Redis runs a pipeline's commands in the order they were queued on its connection: the
+    SET of every frame must be queued before that frame's PUBLISH."""
+    from redis.asyncio.client import Pipeline
+
+    queued: list[tuple] = []
+    execute = Pipeline.execute
+
+    async def recording_execute(self, *args, **kwargs):
+        queued.extend(tuple(c[0][:2]) for c in self.command_stack)
+        return await execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "execute", recording_execute)
+
+    async def run():
+        layer = _layer()
+        items = [(f"pcp:test:order:{n}", b"[1, \"t\"]", 60, f"pcp-test-order-{n}", {"type": "session.html", "n": n}) for n in range(5)]
+        await layer.set_and_group_send_many(items)
+        await layer.flush()
+
+    asyncio.run(run())
+    names = [(cmd, key if cmd == "SET" else None) for cmd, key in queued]
+    assert [cmd for cmd, _ in names] == ["SET", "PUBLISH"] * 5
+    assert [key for cmd, key in names if cmd == "SET"] == [f"pcp:test:order:{n}" for n in range(5)]

@@ -76,3 +76,35 @@ def test_a_pause_never_strands_text(batches):
 
     asyncio.run(run())
     assert "".join(f.html for _, b in batches for f in b) == "ab"
+
+
+def test_text_added_while_a_batch_is_in_flight_goes_with_the_next_tick(batches):
+    async def run():
+        s = stream(1, 0.02)
+        await s.add("a")  # a first text: a tick starts at once
+        await asyncio.sleep(0)  # ...and is now inside its send
+        await s.add("b")  # marked while that tick runs: only its reschedule can send it
+        await asyncio.sleep(0.2)
+
+    asyncio.run(run())
+    assert [[f.html for f in b] for _, b in batches] == [["a"], ["b"]]
+
+
+def test_one_reply_that_cannot_render_does_not_hold_back_the_others(batches):
+    def broken(seq, chunk):
+        raise RuntimeError("template error")
+
+    async def run():
+        good = [stream(n, 0.02) for n in range(3)]
+        bad = events.DeltaStream(session_id=1, message_id=99, render=broken, interval=0.02)
+        for s in good[:2]:
+            await s.add("x")
+        await bad.add("y")
+        await good[2].add("z")
+        await asyncio.sleep(0.1)
+        return good
+
+    good = asyncio.run(run())
+    sent = {f.message_id: f.html for _, b in batches for f in b}
+    assert sent == {0: "x", 1: "x", 2: "z"}
+    assert all(not s._pending for s in good), "nothing of the good replies is left behind"

@@ -98,3 +98,33 @@ def test_mid_stream_a_disconnect_is_a_cut_and_silence_a_timeout():
     assert translate(silent, mid_stream=True).kind == "timeout"
     payload = chained(httpx2.ReadError("mapped"), aiohttp.ClientPayloadError("x"))
     assert translate(payload, mid_stream=True).kind == "cut"
+
+
+@pytest.mark.parametrize("newline, when", [(b"\n", [1, 3, 4]), (b"\r\n", [1, 2, 4]), (b"\r", [1, 3, 4])])
+def test_each_event_is_delivered_as_soon_as_its_bytes_arrive(newline, when):
+    """Events stream: none waits for a later chunk (a CR ending a chunk, or the last byte of
+    the body), whatever the line endings."""
+    event = b'data: {"n": 1}' + newline + newline
+    consumed = 0
+
+    async def body():
+        nonlocal consumed
+        for part in (event, event[:-1], event[-1:], event):
+            consumed += 1
+            yield part
+
+    async def collect():
+        return [(data, consumed) async for data in _sse_data(body())]
+
+    got = asyncio.run(collect())
+    assert [data for data, _ in got] == [b'{"n": 1}'] * 3
+    # With CRLF the second event is whole at its last CR: the LF after it only ends the CRLF.
+    assert [at for _, at in got] == when, "each event leaves with the chunk that completes it"
+
+
+def test_before_the_first_token_silence_is_a_timeout_and_a_close_is_said_so():
+    silent = chained(httpx2.ReadTimeout("mapped"), aiohttp.SocketTimeoutError("x"))
+    assert "read timeout" in translate(silent).message and translate(silent).kind == "timeout"
+    closed = chained(httpx2.ConnectTimeout("mapped"), aiohttp.ServerDisconnectedError())
+    assert translate(closed).message == "The provider closed the connection before the reply began."
+    assert "cut mid-way" in translate(ValueError("not JSON")).message
