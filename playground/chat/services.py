@@ -134,10 +134,12 @@ def _turn_for(*, parent: Message, session: ChatSession, branch: Branch, user, ke
 
 
 def _announce(turn: Turn, new_messages: list[Message]) -> None:
-    """After commit: show the new nodes in every tab on the branch, then start generating."""
-    events.publish_sync(
-        turn.session_id, rendering.appended(messages=new_messages, branch_id=turn.branch_id, chat=turn.session)
-    )
+    """After commit: show the new nodes in every tab on the branch, then start generating.
+
+    The fragment is kept on the turn (`appended_html`): the sending tab's own response
+    carries the same nodes, and rendering them once is a sixth of a send's CPU."""
+    turn.appended_html = rendering.appended(messages=new_messages, branch_id=turn.branch_id, chat=turn.session)
+    events.publish_sync(turn.session_id, turn.appended_html)
     dispatch.generation_start(turn.id)
 
 

@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
@@ -162,6 +163,14 @@ def message_send(request, session_id: int, branch_id: int):
         return render(request, TEMPLATE, _page_context(request, chat, branch, composer_text=content, composer_error=str(exc)), status=422)
     if not request.htmx:
         return redirect("branch", session_id=chat.pk, branch_id=branch.pk)
+    appended = getattr(turn, "appended_html", None)
+    if appended is not None:
+        # The "sent" partial is a fresh composer plus the "appended" fragment every tab on
+        # the session was just sent (services._announce): reuse it rather than render it twice.
+        composer = render_to_string(
+            f"{TEMPLATE}#composer", {"chat": chat, "branch": branch, "composer_text": "", "composer_error": ""}, request=request
+        )
+        return HttpResponse(composer + appended)
     user_message = turn.message.parent
     return render(
         request,
