@@ -113,21 +113,11 @@ class BenchServer(harness.AppServer):
         if self.worker_processes <= 1:
             return super().start_worker()
         commands = [
-            shlex.join([sys.executable, "-m", "celery", "-A", "playground", "worker", "--pool", "threads",
-                        "--concurrency", str(self.worker_concurrency), "--loglevel", "INFO", "--without-gossip",
-                        "--without-mingle", "--without-heartbeat", "--prefetch-multiplier", "1",
-                        "--hostname", f"{self.worker_name}{self.port}-{i}@%h"])
+            shlex.join(self.worker_argv(f"{self.worker_name}{self.port}-{i}", "--prefetch-multiplier", "1"))
             for i in range(self.worker_processes)
         ]
         proc = self._spawn("worker", ["sh", "-c", " & ".join(commands) + " & wait"])
-        deadline = time.monotonic() + self.worker_timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"workers exited:\n{self._log('worker').read_text()[-3000:]}")
-            if self._log("worker").read_text(errors="replace").count(" ready.") >= self.worker_processes:
-                return
-            time.sleep(0.2)
-        raise RuntimeError("celery workers did not become ready")
+        self.wait_worker_ready(proc, workers=self.worker_processes)
 
     def pids(self) -> dict[str, int]:
         return {name: proc.pid for name, proc in self.procs.items()}

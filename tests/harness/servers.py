@@ -90,18 +90,23 @@ class AppServer:
         proc = self._spawn("web", argv)
         _wait_http(self.base_url + "/login/", proc, self._log("web"), timeout=self.web_timeout)
 
+    def worker_argv(self, hostname: str, *extra: str) -> list[str]:
+        """One Celery worker process: a thread pool of `worker_concurrency`, named `hostname`."""
+        return [sys.executable, "-m", "celery", "-A", "playground", "worker", "--pool", "threads",
+                "--concurrency", str(self.worker_concurrency), "--loglevel", "INFO", "--without-gossip",
+                "--without-mingle", "--without-heartbeat", "--hostname", f"{hostname}@%h", *extra]
+
     def start_worker(self) -> None:
-        proc = self._spawn(
-            "worker",
-            [sys.executable, "-m", "celery", "-A", "playground", "worker", "--pool", "threads",
-             "--concurrency", str(self.worker_concurrency), "--loglevel", "INFO", "--without-gossip",
-             "--without-mingle", "--without-heartbeat", "--hostname", f"{self.worker_name}{self.port}@%h"],
-        )
+        proc = self._spawn("worker", self.worker_argv(f"{self.worker_name}{self.port}"))
+        self.wait_worker_ready(proc)
+
+    def wait_worker_ready(self, proc: subprocess.Popen, *, workers: int = 1) -> None:
+        """Wait until `workers` Celery workers logging to worker.log said they are ready."""
         deadline = time.monotonic() + self.worker_timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"worker exited:\n{self._log('worker').read_text()[-3000:]}")
-            if "ready." in self._log("worker").read_text(errors="replace"):
+            if self._log("worker").read_text(errors="replace").count("ready.") >= workers:
                 return
             time.sleep(0.2)
         raise RuntimeError("celery worker did not become ready")
