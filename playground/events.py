@@ -259,7 +259,6 @@ async def store_and_publish(frames: list[Frame]) -> None:
             logger.warning("%d delta frames not stored or published: %s", len(frames), type(exc).__name__)
         return
 
-
     async def one(f: Frame) -> None:
         try:
             await live_store().aset(f.message_id, f.seq, f.text)

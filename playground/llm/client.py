@@ -352,10 +352,13 @@ def _transport_failure(exc: BaseException) -> str | None:
 def _translate(exc: BaseException, *, model: str | None, read_timeout: float, mid_stream: bool = False) -> UpstreamError:
     what = f"model {model}" if model else "the models"
     failure = _transport_failure(exc)
+    # No data within the read timeout (aiohttp's own error says so; without one, the SDK's
+    # or HTTPX2's timeout class does).
+    timed_out = failure == "timeout" or (failure is None and isinstance(exc, (openai.APITimeoutError, httpx2.TimeoutException)))
     if mid_stream and not isinstance(exc, openai.APIStatusError):
         # Once text has flowed, any transport failure is the stream breaking, not the
         # provider being unreachable: say so, and that the partial text is kept.
-        if failure == "timeout" or (failure is None and isinstance(exc, (openai.APITimeoutError, httpx2.TimeoutException))):
+        if timed_out:
             return UpstreamError("timeout", f"The provider stopped answering mid-reply (no data for {read_timeout:g} s: read timeout); partial text kept, usage not reported.")
         return UpstreamError("cut", "The stream was cut mid-way; partial text kept, usage not reported.")
     if isinstance(exc, openai.AuthenticationError):
@@ -383,17 +386,13 @@ def _translate(exc: BaseException, *, model: str | None, read_timeout: float, mi
         if status >= 500:
             return UpstreamError("upstream", f"The provider had an error ({status}). Retry in a moment.", status=status)
         return UpstreamError("bad_request", f"The provider refused the request ({status}): {_api_message(exc) or 'no reason given'}", status=status)
+    if timed_out:
+        # Before any text: no answer to the request, or its headers came and then nothing.
+        return UpstreamError("timeout", f"The provider stopped answering (no data for {read_timeout:g} s: read timeout).")
     if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
         if failure == "connect_timeout":
             return UpstreamError("timeout", "Could not connect to the provider in time (connect timeout).")
-        if failure == "connect":
-            return UpstreamError("connect", "Could not reach the provider (connection failed).")
-        if failure == "timeout" or (failure is None and isinstance(exc, openai.APITimeoutError)):
-            return UpstreamError("timeout", f"The provider stopped answering (no data for {read_timeout:g} s: read timeout).")
         return UpstreamError("connect", "Could not reach the provider (connection failed).")
-    if failure == "timeout" or (failure is None and isinstance(exc, httpx2.TimeoutException)):
-        # The reply's headers came, then nothing before its first text.
-        return UpstreamError("timeout", f"The provider stopped answering (no data for {read_timeout:g} s: read timeout).")
     if failure in ("broken", "connect"):
         return UpstreamError("cut", "The provider closed the connection before the reply began.")
     if isinstance(exc, (httpx2.HTTPError, aiohttp.ClientError, openai.APIError, ValueError)):
