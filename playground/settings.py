@@ -130,6 +130,18 @@ def _postgres(url: str) -> dict:
         # Hand out only live connections: after a database restart the pool's old ones are dead.
         "check": ConnectionPool.check_connection,
     }
+    # Prepared statements. Django sends every query as text with its values inlined, so
+    # PostgreSQL parses and plans each one again: with 200 replies starting at once that
+    # was a third of its CPU (bench/README.md, session 4: a send's statements cost ~4 ms of
+    # server CPU, prepared ~2 ms). With server-side binding, psycopg prepares a statement
+    # on its second use on a connection (threshold 1; never the first, so a statement run
+    # once, such as a migration's, is never prepared), and the pool keeps connections, so
+    # a warm process reuses its plans. -1 turns it off, as needed behind PgBouncer in
+    # transaction mode older than 1.22 or without `max_prepared_statements`.
+    threshold = env_int("PLAYGROUND_DB_PREPARE_THRESHOLD", 1)
+    if threshold >= 0:
+        config["OPTIONS"]["server_side_binding"] = True
+        config["OPTIONS"]["prepare_threshold"] = max(threshold, 1)
     return config
 
 

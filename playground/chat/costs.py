@@ -337,6 +337,9 @@ def warmth(*, key: str | None, requests: int, last_used: datetime, extended: boo
     return KeyWarmth(key, requests, last_used, idle, state, lifetime)
 
 
+MOMENTS_PER_QUERY = 1000
+
+
 def key_warmth(*, session: ChatSession, now: datetime | None = None) -> list[KeyWarmth]:
     """Per key sent, newest use first (two queries, a few rows per key).
 
@@ -354,11 +357,18 @@ def key_warmth(*, session: ChatSession, now: datetime | None = None) -> list[Key
     )
     if not keys:
         return []
-    moments = {k["last_at"] for k in keys} | {k["first_at"] for k in keys}
+    moments = sorted({k["last_at"] for k in keys} | {k["first_at"] for k in keys})
     at_moment: dict[tuple[str | None, datetime], tuple[int, dict]] = {}  # lowest id at (key, instant)
-    for key, at, pk, params in finished.filter(requested_at__in=moments).values_list(
-        "prompt_cache_key", "requested_at", "id", "params"
-    ):
+    # In slices: PostgreSQL takes at most 65,535 bound parameters in one statement, and an
+    # uncached-baseline session sends a new key every turn.
+    rows = (
+        row
+        for start in range(0, len(moments), MOMENTS_PER_QUERY)
+        for row in finished.filter(requested_at__in=moments[start : start + MOMENTS_PER_QUERY]).values_list(
+            "prompt_cache_key", "requested_at", "id", "params"
+        )
+    )
+    for key, at, pk, params in rows:
         if (key, at) not in at_moment or pk < at_moment[(key, at)][0]:
             at_moment[(key, at)] = (pk, params or {})
     keys.sort(key=lambda k: (k["first_at"], at_moment[(k["prompt_cache_key"], k["first_at"])][0]))  # first seen

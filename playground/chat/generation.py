@@ -66,6 +66,7 @@ class Job:
     request: ReplyRequest = field(repr=False)
     provider: Provider
     requested_at: object
+    key_ref: str = ""
 
 
 @dataclass
@@ -112,8 +113,9 @@ def _start(turn_id: int) -> tuple[Job | None, bool]:
         Message.objects.filter(pk=turn.message_id).update(status=Message.Status.STREAMING)
         path = message_path(message_id=turn.message.parent_id)
         request = reply_request_for(turn=turn, provider=provider, path=path, api_key=api_key, nonce=nonce)
-    api_key_touch(key_ref=turn.key_ref)
-    job = Job(turn.pk, turn.message_id, turn.session_id, request, provider, turn.requested_at)
+    # The key's "last used" is written with the reply's end (`_finish`), not here: nothing
+    # between the claim and the upstream request that the request does not need.
+    job = Job(turn.pk, turn.message_id, turn.session_id, request, provider, turn.requested_at, turn.key_ref)
     return job, False
 
 
@@ -171,6 +173,9 @@ def _finish(job: Job, outcome: Outcome, text: str) -> None:
             cost_actual=cost.actual,
             cost_uncached=cost.uncached,
         )
+    # After the commit, not inside it: the key's row would stay locked while a fan-out's
+    # other replies (same user, same key) wait to commit their own ends.
+    api_key_touch(key_ref=job.key_ref)
     if reported or text:
         # The provider processed this prompt (so it may have cached it): fingerprint it and
         # explain its cached tokens. After the reply, never before: it must not delay the request.

@@ -31,7 +31,8 @@ def snapshot(*, message_id: int, seq: int, text: str) -> str:
 
 
 def panel(*, session_id: int) -> str:
-    chat = ChatSession.objects.get(pk=session_id)
+    # The partial needs only the id, and the panel's queries filter by it: no row to fetch.
+    chat = ChatSession(pk=session_id)
     return render_to_string(f"{TEMPLATE}#panel", {"chat": chat, "panel": costs.session_panel(session=chat), "oob": True})
 
 

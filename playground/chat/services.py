@@ -11,7 +11,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from playground import events
@@ -83,14 +83,18 @@ def _key_ref(*, session: ChatSession, user, web_session) -> str:
 def _check_limits(*, user) -> None:
     """The operator's per-user limits. Runs inside the transaction that creates the turn, so
     a refusal rolls everything back (a whole fan-out, too) and the user's text is kept."""
-    since = timezone.now() - timedelta(minutes=1)
-    recent = Turn.objects.filter(user=user, created_at__gte=since).count()
+    started = Q(created_at__gte=timezone.now() - timedelta(minutes=1))
+    running = Q(message__status__in=[Message.Status.PENDING, Message.Status.STREAMING])
+    # Both counts in one statement: a send is on every reply's critical path.
+    counts = Turn.objects.filter(started | running, user=user).aggregate(
+        recent=Count("pk", filter=started), running=Count("pk", filter=running)
+    )
+    recent, running = counts["recent"], counts["running"]
     if recent >= settings.PLAYGROUND_USER_RPM:
         raise ChatError(
             f"You started {recent} replies in the last minute; the limit is {settings.PLAYGROUND_USER_RPM}. "
             "Try again in a few seconds (your message is still here)."
         )
-    running = Turn.objects.filter(user=user, message__status__in=[Message.Status.PENDING, Message.Status.STREAMING]).count()
     if running >= settings.PLAYGROUND_USER_CONCURRENCY:
         raise ChatError(
             f"You have {running} replies running; the limit is {settings.PLAYGROUND_USER_CONCURRENCY} at once. "
