@@ -43,7 +43,7 @@ def main() -> None:
     from django.db import connection
 
     from playground import events
-    from playground.chat import checkpoints, generation, rendering
+    from playground.chat import aio, checkpoints, rendering
     from playground.chat.models import ChatSession, Message, Turn
 
     cfg = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
@@ -115,7 +115,7 @@ def main() -> None:
         out["database_sync_to_async_noop_hop"] = await _ameasure(hop, max(n // 4, 100))
 
         async def save():
-            await generation.db(checkpoints.save)(one, [turn.pk], [turn.pk])
+            await aio.db(checkpoints.save)(one, [turn.pk], [turn.pk])
 
         out["checkpoint_1_reply_via_generation_db"] = await _ameasure(save, max(n // 10, 50))
 

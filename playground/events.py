@@ -3,7 +3,9 @@ coalescing delta sender.
 
 Every browser tab on a session joins `session-<id>`; every event is a ready HTML fragment
 (rendered once, from the same template partials as the pages, autoescaped) that the htmx
-WebSocket extension swaps out-of-band. Generation jobs also listen on `turn-<id>` for a stop.
+WebSocket extension swaps out-of-band, except a turn's end (`turn_ended`), which the web
+process holding the tabs renders, once per turn. Generation jobs also listen on `turn-<id>`
+for a stop.
 
 Gap-free joins: the generation writes the whole text so far to the live store *before* it
 publishes each delta, and a joining tab subscribes first and reads the store second. So the
@@ -35,6 +37,7 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 HTML_EVENT = "session.html"  # handled by SessionConsumer.session_html
+TURN_ENDED_EVENT = "session.turn_ended"  # handled by SessionConsumer.session_turn_ended
 STOP_EVENT = "turn.stop"
 LIVE_TTL_SECONDS = 3600
 
@@ -75,6 +78,27 @@ async def publish(session_id: int, html: str) -> None:
 
 def publish_sync(session_id: int, html: str) -> None:
     async_to_sync(publish)(session_id, html)
+
+
+async def turn_ended(session_id: int, message_id: int, turn_id: int) -> None:
+    """Tell the session's tabs that a turn ended (finished, failed, stopped or swept).
+
+    The one event that is not HTML: the final message and the session's cost panel (five
+    queries and two templates) are rendered by the web process that holds the tab, once per
+    process (`SessionConsumer.session_turn_ended`), not by the job. The job's process is the
+    one relaying every other reply's tokens, and a reply's end with no tab open costs nothing.
+    Best effort, like `publish`: a tab that missed it resyncs or reloads the final state.
+    """
+    try:
+        await get_channel_layer().group_send(
+            session_group(session_id), {"type": TURN_ENDED_EVENT, "message_id": message_id, "turn_id": turn_id}
+        )
+    except TRANSPORT_ERRORS as exc:
+        logger.warning("could not publish to session %s: %s", session_id, type(exc).__name__)
+
+
+def turn_ended_sync(session_id: int, message_id: int, turn_id: int) -> None:
+    async_to_sync(turn_ended)(session_id, message_id, turn_id)
 
 
 async def stop_send(turn_id: int) -> None:

@@ -322,8 +322,9 @@ PLAYGROUND_STALE_STREAM_SECONDS = env_int("PLAYGROUND_STALE_STREAM_SECONDS", 90)
 PLAYGROUND_HTTP_CONCURRENCY = env_int("PLAYGROUND_HTTP_CONCURRENCY", 16)
 PLAYGROUND_DELTA_INTERVAL = float(os.environ.get("PLAYGROUND_DELTA_INTERVAL", "0.05"))
 PLAYGROUND_SAVE_INTERVAL = float(os.environ.get("PLAYGROUND_SAVE_INTERVAL", "1.0"))
-# Threads for the generation loop's database calls (chat/generation.py `db`). 0: channels'
-# one database thread (embedded: SQLite has one writer anyway). Keep it under the pool's size.
+# Threads per process for database calls made from an event loop (chat/aio.py `db`): the
+# generation loop's, and the WebSocket consumers' turn-end renders. 0: channels' one
+# database thread (embedded: SQLite has one writer anyway). Keep it under the pool's size.
 PLAYGROUND_JOB_DB_THREADS = env_int("PLAYGROUND_JOB_DB_THREADS", 8 if PLAYGROUND_GENERATION == "celery" else 0)
 
 LOGGING = {

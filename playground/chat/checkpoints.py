@@ -86,7 +86,7 @@ class Checkpointer:
     """The checkpoint task of one event loop. It runs while replies are registered."""
 
     def __init__(self, run_db: Callable) -> None:
-        self._run_db = run_db  # wraps a sync function for this loop (generation.db)
+        self._run_db = run_db  # wraps a sync function for this loop (aio.db)
         self._entries: dict[int, Entry] = {}
         self._task: asyncio.Task | None = None
         self._last_beat = 0.0

@@ -1,5 +1,8 @@
+import asyncio
 import json
+import logging
 import time
+import weakref
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -7,6 +10,10 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from playground import events
 
 from . import rendering, selectors
+from .aio import db
+from .models import Message
+
+logger = logging.getLogger(__name__)
 
 
 # A page asks once a second per message on a gap, and once per streaming reply when its
@@ -89,6 +96,49 @@ class SessionConsumer(AsyncWebsocketConsumer):
 
     async def session_html(self, event):
         await self.send(text_data=event["html"])
+
+    async def session_turn_ended(self, event):
+        """A turn ended: send its final message and the session's cost panel, rendered here,
+        once for every tab of this process (events.turn_ended says why not by the job)."""
+        html = await _turn_ended_html(self.session_id, event["message_id"], event["turn_id"])
+        if html:
+            await self.send(text_data=html)
+
+
+# Renders of a turn's end in progress or just done, per event loop and by turn (a retry
+# ends the same message again, as a new turn): the tabs of one session in this process
+# share one render (a task of its own, so a tab that closes meanwhile does not cancel it for
+# the others). Kept a few seconds, for tabs whose event comes later.
+_ENDED_KEEP_SECONDS = 5.0
+_ended: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, asyncio.Task]]" = weakref.WeakKeyDictionary()
+
+
+def _turn_ended_render(session_id: int, message_id: int) -> str | None:
+    """The turn's end as the session's tabs show it; None if the message is gone (deleted
+    with its branch or session meanwhile). The event came on this session's group, which
+    only the server publishes to, naming a message of that session."""
+    try:
+        return rendering.turn_ended(message_id=message_id, session_id=session_id)
+    except Message.DoesNotExist:
+        return None
+
+
+async def _render_turn_ended(session_id: int, message_id: int) -> str | None:
+    try:
+        return await db(_turn_ended_render)(session_id, message_id)
+    except Exception:  # noqa: BLE001 - the database is down: the tab shows the end on its next reload
+        logger.exception("turn end of message %s not rendered", message_id)
+        return None
+
+
+async def _turn_ended_html(session_id: int, message_id: int, turn_id: int) -> str | None:
+    loop = asyncio.get_running_loop()
+    renders = _ended.setdefault(loop, {})
+    task = renders.get(turn_id)
+    if task is None:
+        task = renders[turn_id] = loop.create_task(_render_turn_ended(session_id, message_id))
+        task.add_done_callback(lambda _: loop.call_later(_ENDED_KEEP_SECONDS, renders.pop, turn_id, None))
+    return await asyncio.shield(task)
 
 
 def _snapshot(message) -> str | None:

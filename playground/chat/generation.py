@@ -12,13 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 
-from channels.db import DatabaseSyncToAsync, database_sync_to_async
 from channels.layers import get_channel_layer
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -32,31 +29,12 @@ from playground.providers.selectors import key_plaintext
 from playground.providers.services import api_key_touch
 
 from . import checkpoints, insight, rendering
+from .aio import db
 from .models import Message, Turn
 from .reply_request import reply_request_for, turn_cache_key
 from .selectors import message_path
 
 logger = logging.getLogger(__name__)
-
-_db_pool: ThreadPoolExecutor | None = None
-
-
-def db(fn):
-    """`fn` made awaitable for the generation loop, with Django's connection clean-up.
-
-    Embedded (`PLAYGROUND_JOB_DB_THREADS=0`): channels' single database thread; SQLite has
-    one writer anyway. Production: a small thread pool, so 200 replies starting at once do
-    not queue behind one thread while each waits on its commit; every call checks a
-    connection out of the psycopg pool and gives it back (CONN_MAX_AGE=0).
-    """
-    global _db_pool
-    threads = settings.PLAYGROUND_JOB_DB_THREADS
-    if threads <= 0:
-        return database_sync_to_async(fn)
-    if _db_pool is None:
-        _db_pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="generation-db")
-    return DatabaseSyncToAsync(fn, thread_sensitive=False, executor=_db_pool)
-
 
 @dataclass
 class Job:
@@ -277,8 +255,7 @@ async def generation_run(turn_id: int) -> None:
         stopper.cancel()
     await stream.flush()
     await db(_finish_retrying)(job, outcome, stream.text)
-    html = await db(rendering.turn_ended)(message_id=job.message_id, session_id=job.session_id)
-    await events.publish(job.session_id, html)
+    await events.turn_ended(job.session_id, job.message_id, job.turn_id)
     try:
         await events.live_store().aclear(job.message_id)
     except events.TRANSPORT_ERRORS:

@@ -253,7 +253,7 @@ def turns_sweep_stale(*, session_id: int | None = None) -> int:
             Turn.objects.filter(pk=turn.pk).update(error_kind="stale", error_message=STALE_MESSAGE, finished_at=timezone.now())
         count += 1
         logger.warning("marked stale turn %s failed", turn.pk)
-        events.publish_sync(turn.session_id, rendering.turn_ended(message_id=turn.message_id, session_id=turn.session_id))
+        events.turn_ended_sync(turn.session_id, turn.message_id, turn.pk)
         _fanout_check(branch_id=turn.branch_id)  # a dead worker's chord never fires: join here
     return count
 

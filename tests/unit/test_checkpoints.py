@@ -31,7 +31,7 @@ def replies(django_user_model):
 
 
 def _run_db(fn):
-    """Like generation.db, with a database that refuses one text (as PostgreSQL refuses NUL)."""
+    """Like aio.db, with a database that refuses one text (as PostgreSQL refuses NUL)."""
 
     async def call(*args):
         texts = args[0] if args else {}
