@@ -448,6 +448,8 @@ def main(argv=None) -> int:
     print()
     print("Relay (ms; TTFT+ = time to first token added over the wire server's own first-token delay)")
     print(report.relay_table(results))
+    print("\nSeconds busy (a process at >= 75% of one core, near its GIL's ceiling; the machine at >= 90% of all cores)")
+    print(report.saturation_table(results))
     print()
     print("Relay steps, micro-benchmarks")
     print(report.micro_table(results))

@@ -96,13 +96,27 @@ def machine_cpu_seconds() -> tuple[float, float]:
 
 @dataclass
 class Sampler:
-    """Samples RSS of named pids every `interval` seconds while running (in the bench loop)."""
+    """Samples RSS of named pids every `interval` seconds while running (in the bench loop),
+    and every `cpu_interval` seconds the CPU each used: the timeline that shows which process
+    is the bottleneck when (a web or worker process near 100% of one core is bound by its
+    GIL; the machine near 100% is bound by its cores)."""
 
     pids: dict[str, int]
     interval: float = 0.1
+    cpu_interval: float = 0.5
+    named: tuple[str, ...] = ("postgres",)
     peaks: dict[str, float] = field(default_factory=dict)
     starts: dict[str, float] = field(default_factory=dict)
+    timeline: list[tuple[float, dict[str, float]]] = field(default_factory=list)
     _task: asyncio.Task | None = None
+
+    def _cpu(self) -> dict[str, float]:
+        values = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        values["bench_client"] = time.process_time()
+        for name in self.named:
+            values[name] = sum(cpu_seconds(p) for p in pids_named(name))
+        values["machine"] = machine_cpu_seconds()[0] / (os.cpu_count() or 1)  # share of all cores
+        return values
 
     def start(self) -> None:
         for name, pid in self.pids.items():
@@ -110,10 +124,43 @@ class Sampler:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
+        t0 = last_t = time.monotonic()
+        last = self._cpu()
         while True:
             for name, pid in self.pids.items():
                 self.peaks[name] = max(self.peaks.get(name, 0.0), rss_mb(pid))
             await asyncio.sleep(self.interval)
+            now = time.monotonic()
+            if now - last_t >= self.cpu_interval:
+                current = self._cpu()
+                span = now - last_t
+                self.timeline.append(
+                    (round(now - t0, 2), {k: round(100 * max(0.0, current[k] - last.get(k, current[k])) / span) for k in current})
+                )
+                last, last_t = current, now
+
+    # "Busy": a process at this share of one core is near its ceiling (threads that contend
+    # for one GIL top out below 100%: seen at 75-90% for a saturated web process here); the
+    # machine at this share of all its cores has none left.
+    BUSY_PROCESS, BUSY_MACHINE = 75, 90
+
+    def cpu_timeline(self) -> dict:
+        """Percent of one core per process (`machine`: percent of all cores) per sample, and
+        the seconds each spent busy: which one was the bottleneck, and for how long."""
+        names = sorted({k for _, row in self.timeline for k in row})
+        spans = [t - (self.timeline[i - 1][0] if i else 0.0) for i, (t, _) in enumerate(self.timeline)]
+
+        def busy(k: str) -> float:
+            limit = self.BUSY_MACHINE if k == "machine" else self.BUSY_PROCESS
+            return round(sum(span for span, (_, row) in zip(spans, self.timeline) if row.get(k, 0) >= limit), 1)
+
+        return {
+            "interval_s": self.cpu_interval,
+            "t": [t for t, _ in self.timeline],
+            "percent": {k: [row.get(k, 0) for _, row in self.timeline] for k in names},
+            "busy_limits_percent": {"process": self.BUSY_PROCESS, "machine": self.BUSY_MACHINE},
+            "busy_seconds": {k: busy(k) for k in names},
+        }
 
     async def stop(self) -> None:
         if self._task:

@@ -245,6 +245,7 @@ async def run_app(*, base_url: str, users: list[dict], run_id: str, timeout: flo
         "cpu_s": cpu_used,
         "rss_start_mb": {k: round(v, 1) for k, v in sampler.starts.items()},
         "rss_peak_mb": {k: round(v, 1) for k, v in sampler.peaks.items()},
+        "cpu_timeline": sampler.cpu_timeline(),
         "vm_hwm_mb": hwm,
         "frames": sum(len(s.frames) for s in streams),
         "frame_bytes": sum(len(f) for s in streams for _, f in s.frames),
@@ -318,6 +319,7 @@ async def run_baseline(*, sim_base_url: str, n: int, model: str, run_id: str, ti
         "wall_s": round(t1 - t0, 3),
         "timed_out": bool(pending),
         "cpu_s": cpu_used,
+        "cpu_timeline": sampler.cpu_timeline(),
         "errors": sorted({s.error for s in streams if s.error})[:5],
         "end_status": dict(_count(s.end_status or (s.error and "error") or "none" for s in streams)),
     }
@@ -359,6 +361,7 @@ async def attach_emissions(sim_url: str, streams: list[Stream], run_id: str) -> 
 
 def analyze(streams: list[Stream], *, tokens: int, rate: float, first_token_delay: float) -> dict:
     lags, ttft, dispatch, first_relay, sim_lead, slips = [], [], [], [], [], []
+    after_post: list[float] = []  # the POST answered -> its upstream request arrived: Celery and the job start
     per_stream_rate, completion, post_ms, tokens_per_frame = [], [], [], []
     lost = late = not_started = socket_closed = dup = reordered = foreign = seq_gaps = seq_dups = 0
     resyncs = healed = 0
@@ -456,6 +459,8 @@ def analyze(streams: list[Stream], *, tokens: int, rate: float, first_token_dela
                 first_relay.append((seen[1] - em[0]) * 1000)
             if s.received_at:
                 dispatch.append((s.received_at - s.t_send) * 1000)
+                if s.t_post_done:
+                    after_post.append((s.received_at - s.t_post_done) * 1000)
                 sim_lead.append((em[0] - s.received_at - first_token_delay) * 1000)
             if rate:
                 slips.extend((em[i] - (em[0] + i / rate)) * 1000 for i in range(len(em)))
@@ -488,6 +493,7 @@ def analyze(streams: list[Stream], *, tokens: int, rate: float, first_token_dela
         "ttft_added_ms": summary(ttft),
         "ttft_parts_ms": {
             "send_to_upstream_request": summary(dispatch),
+            "post_done_to_upstream_request": summary(after_post),
             "upstream_first_token_extra": summary(sim_lead),
             "first_token_relay": summary(first_relay),
         },

@@ -154,6 +154,24 @@ def relay_table(results: dict) -> str:
     return _fmt(rows)
 
 
+def saturation_table(results: dict) -> str:
+    """Seconds each process spent busy during a relay run (>= 75% of one core: a web or
+    worker process is then bound by its GIL; `machine`: >= 90% of all cores), and the run's
+    wall time: which part was the bottleneck, and for how long."""
+    names = ("web", "worker", "postgres", "simulator", "bench_client", "machine")
+    rows = [("mode", "N", "who", "wall s", *names)]
+    for mode, data in results.get("modes", {}).items():
+        for n, r in sorted(data.get("relay", {}).items(), key=lambda kv: int(kv[0])):
+            for who in ("app", "baseline"):
+                run = r.get(f"{who}_run", {})
+                at90 = _g(run, "cpu_timeline", "busy_seconds", default=None)
+                if at90 is None:
+                    continue
+                rows.append((mode if who == "app" else "", n if who == "app" else "", who, run.get("wall_s", "-"),
+                             *(at90.get(k, "-") for k in names)))
+    return _fmt(rows) if len(rows) > 1 else "(no timeline)"
+
+
 def _fmt(rows) -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(c).rjust(w) for c, w in zip(r, widths)) for r in rows]
