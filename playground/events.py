@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,9 +91,10 @@ async def turn_ended(session_id: int, message_id: int, turn_id: int) -> None:
     Best effort, like `publish`: a tab that missed it resyncs or reloads the final state.
     """
     try:
-        await get_channel_layer().group_send(
-            session_group(session_id), {"type": TURN_ENDED_EVENT, "message_id": message_id, "turn_id": turn_id}
-        )
+        # `end` names this publication: the tabs of one process share its render, and a turn
+        # that ends twice (swept as stale, then finished by its job after all) renders twice.
+        event = {"type": TURN_ENDED_EVENT, "message_id": message_id, "turn_id": turn_id, "end": uuid.uuid4().hex}
+        await get_channel_layer().group_send(session_group(session_id), event)
     except TRANSPORT_ERRORS as exc:
         logger.warning("could not publish to session %s: %s", session_id, type(exc).__name__)
 

@@ -125,7 +125,10 @@ def _postgres(url: str) -> dict:
     config = dj_database_url.parse(url, conn_max_age=0)
     config.setdefault("OPTIONS", {})["pool"] = {
         "min_size": env_int("PLAYGROUND_DB_POOL_MIN", 2),
-        "max_size": env_int("PLAYGROUND_DB_POOL_MAX", 20),
+        # A web process may hold one per HTTP request in flight (PLAYGROUND_HTTP_CONCURRENCY),
+        # one per event-loop DB thread (PLAYGROUND_JOB_DB_THREADS: turn-end renders) and one
+        # for channels' thread: 16 + 8 + 1 by default. A call past the limit waits (10 s).
+        "max_size": env_int("PLAYGROUND_DB_POOL_MAX", 25),
         "timeout": 10,
         # Hand out only live connections: after a database restart the pool's old ones are dead.
         "check": ConnectionPool.check_connection,

@@ -55,6 +55,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
         touches no database. Connect, receive and disconnect keep the default."""
         if message["type"] == events.HTML_EVENT:
             await self.session_html(message)
+        elif message["type"] == events.TURN_ENDED_EVENT:
+            await self.session_turn_ended(message)  # its render cleans up its own connection (aio.db)
         else:
             await super().dispatch(message)
 
@@ -100,15 +102,16 @@ class SessionConsumer(AsyncWebsocketConsumer):
     async def session_turn_ended(self, event):
         """A turn ended: send its final message and the session's cost panel, rendered here,
         once for every tab of this process (events.turn_ended says why not by the job)."""
-        html = await _turn_ended_html(self.session_id, event["message_id"], event["turn_id"])
+        html = await _turn_ended_html(self.session_id, event["message_id"], event["end"])
         if html:
             await self.send(text_data=html)
 
 
-# Renders of a turn's end in progress or just done, per event loop and by turn (a retry
-# ends the same message again, as a new turn): the tabs of one session in this process
-# share one render (a task of its own, so a tab that closes meanwhile does not cancel it for
-# the others). Kept a few seconds, for tabs whose event comes later.
+# Renders of a turn's end in progress or just done, per event loop and by publication (the
+# event's `end`: a retry ends the same message again, and a swept turn may be ended again by
+# its job): the tabs of one session in this process share one render (a task of its own, so
+# a tab that closes meanwhile does not cancel it for the others). Kept a few seconds, for
+# tabs whose event comes later; a failed render is not kept, so the next tab tries again.
 _ENDED_KEEP_SECONDS = 5.0
 _ended: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, asyncio.Task]]" = weakref.WeakKeyDictionary()
 
@@ -131,13 +134,20 @@ async def _render_turn_ended(session_id: int, message_id: int) -> str | None:
         return None
 
 
-async def _turn_ended_html(session_id: int, message_id: int, turn_id: int) -> str | None:
+async def _turn_ended_html(session_id: int, message_id: int, end: str) -> str | None:
     loop = asyncio.get_running_loop()
     renders = _ended.setdefault(loop, {})
-    task = renders.get(turn_id)
+    task = renders.get(end)
     if task is None:
-        task = renders[turn_id] = loop.create_task(_render_turn_ended(session_id, message_id))
-        task.add_done_callback(lambda _: loop.call_later(_ENDED_KEEP_SECONDS, renders.pop, turn_id, None))
+        task = renders[end] = loop.create_task(_render_turn_ended(session_id, message_id))
+
+        def done(t: asyncio.Task) -> None:
+            if t.cancelled() or t.result() is None:
+                renders.pop(end, None)
+            else:
+                loop.call_later(_ENDED_KEEP_SECONDS, renders.pop, end, None)
+
+        task.add_done_callback(done)
     return await asyncio.shield(task)
 
 
