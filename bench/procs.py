@@ -94,6 +94,32 @@ def machine_cpu_seconds() -> tuple[float, float]:
     return (total - idle) / TICK, total / TICK
 
 
+def cpu_read(pids: dict[str, int], named: tuple[str, ...]) -> dict:
+    """CPU seconds so far of each process in `pids`, of this one (`bench_client`), of every
+    process whose name starts with one of `named` (per pid), and of the machine."""
+    values: dict = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    values["bench_client"] = time.process_time()
+    for name in named:
+        # Per pid, so a backend that exits during the run cannot make the delta negative.
+        values[name] = {pid: cpu_seconds(pid) for pid in pids_named(name)}
+    busy, total = machine_cpu_seconds()
+    values["machine_busy"], values["machine_total"] = busy, total
+    values["wall"] = time.monotonic()
+    return values
+
+
+def cpu_used(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds spent between two `cpu_read`s, per name (and `wall`, the seconds between)."""
+    used = {}
+    for k, v in after.items():
+        if isinstance(v, dict):
+            start = before.get(k, {})
+            used[k] = round(sum(cpu - start.get(pid, 0.0) for pid, cpu in v.items()), 3)
+        else:
+            used[k] = round(v - before.get(k, 0.0), 3)
+    return used
+
+
 @dataclass
 class Sampler:
     """Samples RSS of named pids every `interval` seconds while running (in the bench loop),
@@ -110,34 +136,24 @@ class Sampler:
     timeline: list[tuple[float, dict[str, float]]] = field(default_factory=list)
     _task: asyncio.Task | None = None
 
-    def _cpu(self) -> dict[str, float]:
-        values = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
-        values["bench_client"] = time.process_time()
-        for name in self.named:
-            values[name] = sum(cpu_seconds(p) for p in pids_named(name))
-        values["machine"] = machine_cpu_seconds()[0] / (os.cpu_count() or 1)  # share of all cores
-        return values
-
     def start(self) -> None:
         for name, pid in self.pids.items():
             self.starts[name] = self.peaks[name] = rss_mb(pid)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        t0 = last_t = time.monotonic()
-        last = self._cpu()
+        last = first = cpu_read(self.pids, self.named)
         while True:
             for name, pid in self.pids.items():
                 self.peaks[name] = max(self.peaks.get(name, 0.0), rss_mb(pid))
             await asyncio.sleep(self.interval)
-            now = time.monotonic()
-            if now - last_t >= self.cpu_interval:
-                current = self._cpu()
-                span = now - last_t
-                self.timeline.append(
-                    (round(now - t0, 2), {k: round(100 * max(0.0, current[k] - last.get(k, current[k])) / span) for k in current})
-                )
-                last, last_t = current, now
+            if time.monotonic() - last["wall"] >= self.cpu_interval:
+                current = cpu_read(self.pids, self.named)
+                used = cpu_used(last, current)
+                row = {k: round(100 * v / used["wall"]) for k, v in used.items() if k not in ("machine_busy", "machine_total", "wall")}
+                row["machine"] = round(100 * used["machine_busy"] / used["machine_total"]) if used["machine_total"] else 0
+                self.timeline.append((round(current["wall"] - first["wall"], 2), row))
+                last = current
 
     # "Busy": a process at this share of one core is near its ceiling (threads that contend
     # for one GIL top out below 100%: seen at 75-90% for a saturated web process here); the
@@ -182,29 +198,11 @@ class CpuMeter:
     _start: dict[str, float] = field(default_factory=dict)
     result: dict[str, float] = field(default_factory=dict)
 
-    def _read(self) -> dict[str, float]:
-        values = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
-        values["bench_client"] = time.process_time()
-        for name in self.named:
-            # Per pid, so a backend that exits during the run cannot make the delta negative.
-            values[name] = {pid: cpu_seconds(pid) for pid in pids_named(name)}
-        busy, total = machine_cpu_seconds()
-        values["machine_busy"], values["machine_total"] = busy, total
-        values["wall"] = time.monotonic()
-        return values
-
     def start(self) -> None:
-        self._start = self._read()
+        self._start = cpu_read(self.pids, self.named)
 
     def stop(self) -> dict[str, float]:
-        end = self._read()
-        self.result = {}
-        for k, v in end.items():
-            if isinstance(v, dict):
-                before = self._start.get(k, {})
-                self.result[k] = round(sum(cpu - before.get(pid, 0.0) for pid, cpu in v.items()), 3)
-            else:
-                self.result[k] = round(v - self._start.get(k, 0.0), 3)
+        self.result = cpu_used(self._start, cpu_read(self.pids, self.named))
         ours = sum(v for k, v in self.result.items() if k not in ("machine_busy", "machine_total", "wall"))
         # CPU the machine spent on anything else (other users' test runs, the kernel): noise.
         self.result["other_processes"] = round(self.result["machine_busy"] - ours, 3)

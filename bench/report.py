@@ -164,11 +164,11 @@ def saturation_table(results: dict) -> str:
         for n, r in sorted(data.get("relay", {}).items(), key=lambda kv: int(kv[0])):
             for who in ("app", "baseline"):
                 run = r.get(f"{who}_run", {})
-                at90 = _g(run, "cpu_timeline", "busy_seconds", default=None)
-                if at90 is None:
+                busy = _g(run, "cpu_timeline", "busy_seconds", default=None)
+                if busy is None:
                     continue
                 rows.append((mode if who == "app" else "", n if who == "app" else "", who, run.get("wall_s", "-"),
-                             *(at90.get(k, "-") for k in names)))
+                             *(busy.get(k, "-") for k in names)))
     return _fmt(rows) if len(rows) > 1 else "(no timeline)"
 
 

@@ -65,16 +65,21 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 TRANSPORT_ERRORS = _transport_errors()
 
 
-async def publish(session_id: int, html: str) -> None:
-    """Send an HTML fragment to every tab open on the session.
+async def _session_send(session_id: int, event: dict) -> None:
+    """Send an event to every tab open on the session.
 
-    Best effort: if Redis is restarting, the tabs miss this fragment but the reply goes on
-    and is saved; a tab that reconnects gets a snapshot of the text so far (SessionConsumer).
+    Best effort: if Redis is restarting, the tabs miss this event but the reply goes on and
+    is saved; a tab that reconnects gets a snapshot of the text so far (SessionConsumer).
     """
     try:
-        await get_channel_layer().group_send(session_group(session_id), {"type": HTML_EVENT, "html": html})
+        await get_channel_layer().group_send(session_group(session_id), event)
     except TRANSPORT_ERRORS as exc:
         logger.warning("could not publish to session %s: %s", session_id, type(exc).__name__)
+
+
+async def publish(session_id: int, html: str) -> None:
+    """Send an HTML fragment to every tab open on the session (best effort: `_session_send`)."""
+    await _session_send(session_id, {"type": HTML_EVENT, "html": html})
 
 
 def publish_sync(session_id: int, html: str) -> None:
@@ -90,13 +95,11 @@ async def turn_ended(session_id: int, message_id: int, turn_id: int) -> None:
     one relaying every other reply's tokens, and a reply's end with no tab open costs nothing.
     Best effort, like `publish`: a tab that missed it resyncs or reloads the final state.
     """
-    try:
-        # `end` names this publication: the tabs of one process share its render, and a turn
-        # that ends twice (swept as stale, then finished by its job after all) renders twice.
-        event = {"type": TURN_ENDED_EVENT, "message_id": message_id, "turn_id": turn_id, "end": uuid.uuid4().hex}
-        await get_channel_layer().group_send(session_group(session_id), event)
-    except TRANSPORT_ERRORS as exc:
-        logger.warning("could not publish to session %s: %s", session_id, type(exc).__name__)
+    # `end` names this publication: the tabs of one process share its render, and a turn
+    # that ends twice (swept as stale, then finished by its job after all) renders twice.
+    await _session_send(
+        session_id, {"type": TURN_ENDED_EVENT, "message_id": message_id, "turn_id": turn_id, "end": uuid.uuid4().hex}
+    )
 
 
 def turn_ended_sync(session_id: int, message_id: int, turn_id: int) -> None:

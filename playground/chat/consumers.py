@@ -113,7 +113,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
 # a tab that closes meanwhile does not cancel it for the others). Kept a few seconds, for
 # tabs whose event comes later; a failed render is not kept, so the next tab tries again.
 _ENDED_KEEP_SECONDS = 5.0
-_ended: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, asyncio.Task]]" = weakref.WeakKeyDictionary()
+_ended: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Task]]" = weakref.WeakKeyDictionary()
 
 
 def _turn_ended_render(session_id: int, message_id: int) -> str | None:

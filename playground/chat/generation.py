@@ -44,7 +44,7 @@ class Job:
     request: ReplyRequest = field(repr=False)
     provider: Provider
     requested_at: object
-    key_ref: str = ""
+    key_ref: str
 
 
 @dataclass
