@@ -45,6 +45,7 @@ class Job:
     provider: Provider
     requested_at: object
     key_ref: str
+    user_id: int
 
 
 @dataclass
@@ -93,7 +94,7 @@ def _start(turn_id: int) -> tuple[Job | None, bool]:
         request = reply_request_for(turn=turn, provider=provider, path=path, api_key=api_key, nonce=nonce)
     # The key's "last used" is written with the reply's end (`_finish`), not here: nothing
     # between the claim and the upstream request that the request does not need.
-    job = Job(turn.pk, turn.message_id, turn.session_id, request, provider, turn.requested_at, turn.key_ref)
+    job = Job(turn.pk, turn.message_id, turn.session_id, request, provider, turn.requested_at, turn.key_ref, turn.user_id)
     return job, False
 
 
@@ -101,10 +102,16 @@ FINISH_ATTEMPTS = 20  # with the backoff below: about a minute of database outag
 
 
 def _finish_retrying(job: Job, outcome: Outcome, text: str) -> None:
-    """Store the outcome, waiting out a brief database outage rather than losing the reply."""
+    """Store the outcome, waiting out a brief database outage rather than losing the reply.
+
+    The turn's insight is worked out first, once (it moves llama's slot and counts the rate),
+    and ends the turn in the same commit: a turn is never seen ended without its explanation,
+    and a prediction made the moment a reply ends already counts that reply.
+    """
+    explained = _explain(job, outcome, text)
     for attempt in range(FINISH_ATTEMPTS):
         try:
-            _finish(job, outcome, text)
+            _finish(job, outcome, text, explained)
             return
         except checkpoints.DB_ERRORS as exc:
             if attempt == FINISH_ATTEMPTS - 1:
@@ -114,7 +121,21 @@ def _finish_retrying(job: Job, outcome: Outcome, text: str) -> None:
             time.sleep(min(0.25 * 2**attempt, 5.0))
 
 
-def _finish(job: Job, outcome: Outcome, text: str) -> None:
+def _explain(job: Job, outcome: Outcome, text: str) -> dict:
+    """The insight columns of a finished turn, or none when the provider processed nothing.
+
+    After the reply, never before the request: it must not add to the time to first token.
+    """
+    usage = outcome.done.usage if outcome.done is not None else NOT_REPORTED
+    if not (usage.reported or text):
+        return {}
+    return insight.turn_explain(
+        turn_id=job.turn_id, user_id=job.user_id, requested_at=job.requested_at, provider=job.provider,
+        request=job.request, reply=text, usage=usage,
+    )
+
+
+def _finish(job: Job, outcome: Outcome, text: str, explained: dict) -> None:
     done, error = outcome.done, outcome.error
     if outcome.stopped:
         status = Message.Status.STOPPED
@@ -150,14 +171,11 @@ def _finish(job: Job, outcome: Outcome, text: str) -> None:
             price_known=cost.known,
             cost_actual=cost.actual,
             cost_uncached=cost.uncached,
+            **explained,
         )
     # After the commit, not inside it: the key's row would stay locked while a fan-out's
     # other replies (same user, same key) wait to commit their own ends.
     api_key_touch(key_ref=job.key_ref)
-    if reported or text:
-        # The provider processed this prompt (so it may have cached it): fingerprint it and
-        # explain its cached tokens. After the reply, never before: it must not delay the request.
-        insight.turn_explain(turn=Turn.objects.get(pk=job.turn_id), provider=job.provider, request=job.request, reply=text)
 
 
 async def _consume(job: Job, stream: events.DeltaStream, outcome: Outcome) -> None:

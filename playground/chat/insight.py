@@ -27,6 +27,7 @@ from playground.caching.explain import Prediction, RuleSet, explain, predict, pr
 from playground.caching.ratewatch import MemoryRateWatch, RateWatch, RedisRateWatch
 from playground.llm import llama
 from playground.llm.client import ReplyRequest
+from playground.llm.types import Usage
 from playground.providers.registry import Provider
 
 from .models import Turn
@@ -129,39 +130,42 @@ def rate_watch() -> RateWatch:
 # --- after a reply: store the fingerprint, explain the outcome -------------------------------
 
 
-def turn_explain(*, turn: Turn, provider: Provider, request: ReplyRequest, reply: str) -> None:
+def turn_explain(
+    *, turn_id: int, user_id: int, requested_at: datetime, provider: Provider, request: ReplyRequest, reply: str, usage: Usage
+) -> dict:
     """Fingerprint the request a finished turn sent, explain its cached tokens, count its rate.
 
-    Runs in the generation job after the reply (never before the request: it must not add to
-    the time to first token). Failures are logged and leave the turn without an explanation.
+    Returns the Turn columns to store with the turn's end (``fingerprint``, ``explanation``,
+    ``hit_class``), so the turn ends and is explained in one commit. Call it once per turn: it
+    moves llama's slot to this request and counts the request in the rate watch. Failures are
+    logged and leave the turn without an explanation ({}).
     """
     try:
         rules = rules_of(provider)
-        sent_at = turn.requested_at.timestamp()
+        sent_at = requested_at.timestamp()
         messages = request_messages(api=request.api, system_prompt=request.system_prompt, messages=request.messages)
         fp, tokens = fingerprint(
             provider=provider, model=request.model, messages=messages, org=org_of(provider=provider, api_key=request.api_key),
             prompt_cache_key=request.prompt_cache_key, sent_at=sent_at, lifetime=lifetime_of(request.extra_body),
         )
-        earlier = history(provider=provider, user_id=turn.user_id, before=turn.requested_at, exclude_turn=turn.pk)
+        earlier = history(provider=provider, user_id=user_id, before=requested_at, exclude_turn=turn_id)
         exact = None
         if tokens is not None:
             slot = django_cache.get(SLOT_CACHE_PREFIX + provider.slug)
             exact = predict_exact(tokens, slot) if slot else 0
             reply_tokens = llama.text_tokens(base_url=provider.base_url, text=reply) if reply else []
             django_cache.set(SLOT_CACHE_PREFIX + provider.slug, tokens + reply_tokens, None)
-        reported = turn.usage_reported and "cached_tokens" not in (turn.usage_missing or [])
+        reported = usage.reported and "cached_tokens" not in usage.missing
         explanation = explain(
-            rules=rules, turn=fp, history=earlier, actual_cached=turn.cached_tokens if reported else None,
-            prompt_tokens=turn.prompt_tokens if turn.usage_reported else None, exact_prefix=exact,
+            rules=rules, turn=fp, history=earlier, actual_cached=usage.cached_tokens if reported else None,
+            prompt_tokens=usage.prompt_tokens if usage.reported else None, exact_prefix=exact,
         )
         rate_watch().record(*rate_ids(fp), at=sent_at)
         stored = fp.with_reply({"role": "assistant", "content": reply}, hash_key=hash_key()) if reply else fp
-        Turn.objects.filter(pk=turn.pk).update(
-            fingerprint=stored.to_json(), explanation=explanation.to_json(), hit_class=explanation.hit_class
-        )
+        return {"fingerprint": stored.to_json(), "explanation": explanation.to_json(), "hit_class": explanation.hit_class}
     except Exception:  # noqa: BLE001 - insight is a bonus; it must never fail a turn
-        logger.exception("could not explain turn %s", turn.pk)
+        logger.exception("could not explain turn %s", turn_id)
+        return {}
 
 
 # --- before sending: the composer's prediction ------------------------------------------------

@@ -230,9 +230,13 @@ def test_long_branch_shows_a_window_and_earlier_messages_on_demand(page, server,
     expect(page.locator(f"#msg-{ids[30]}")).to_be_in_viewport()
     _save(page, "earlier-loaded")
 
+    # The page keeps the message being read in place once the swap settles (~20 ms later):
+    # scroll only after that, as a reader would.
+    page.evaluate("() => { window.__settled = 0; document.addEventListener('htmx:afterSettle', () => window.__settled++); }")
     page.get_by_role("button", name="Show earlier messages").click()
     expect(shown).to_have_count(230)
     expect(control).to_have_count(0)
+    page.wait_for_function("() => window.__settled > 0")
     dom_ids = page.evaluate("() => [...document.querySelectorAll('.thread .msg')].map(m => +m.id.slice(4))")
     assert dom_ids == ids, "every message once, in path order"
     page.evaluate("() => { document.querySelector('[data-thread]').scrollTop = 0; }")

@@ -116,3 +116,20 @@ def test_tree_map_marks_hits_and_misses(chat, app):
     turn(user, sid, bid, "two")
     tree = user.get(f"/sessions/{sid}/tree/").text
     assert 'class="cache-mark cache-miss"' in tree and 'class="cache-mark cache-hit"' in tree
+
+
+def test_a_turn_is_never_seen_ended_without_its_explanation(chat, app):
+    """The explanation and the prediction data (fingerprint) commit with the reply's end, so a
+    page loaded, or a prediction made, the instant a reply ends already has them."""
+    user, sid, bid = chat
+    turn(user, sid, bid, "one")
+    user.send(sid, bid, "two")
+    seen = app.sample(
+        "SELECT m.status, t.explanation IS NOT NULL, t.fingerprint IS NOT NULL FROM chat_turn t"
+        " JOIN chat_message m ON m.id = t.message_id WHERE t.session_id = %s ORDER BY t.id DESC LIMIT 1",
+        (sid,),
+        until=lambda rows: rows and rows[0][0] not in ("pending", "streaming"),
+    )
+    status, explained, fingerprinted = seen[-1][0]
+    assert status == "done" and explained and fingerprinted, f"the reply ended without its insight: {seen[-1]}"
+    assert len(seen) > 3, "the reply should have been seen running first"

@@ -185,6 +185,31 @@ class AppServer:
         with psycopg.connect(self.database_url) as conn:
             return conn.execute(sql, params).fetchall()
 
+    def sample(self, sql: str, params: tuple, *, until, timeout: float = 20.0) -> list[list[tuple]]:
+        """Run one read over and over on one connection (a sample every ~ms, far tighter than a
+        page poll) until `until(rows)` holds; every result seen, in order. For tests about which
+        states other processes' commits can ever show."""
+        if self.mode == "embedded":
+            conn = sqlite3.connect(self.workdir / "data" / "db.sqlite3", isolation_level=None)
+            sql = sql.replace("%s", "?")
+        else:
+            import psycopg
+
+            conn = psycopg.connect(self.database_url, autocommit=True)
+        seen: list[list[tuple]] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                rows = conn.execute(sql, params).fetchall()
+                seen.append(rows)
+                if until(rows):
+                    return seen
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"not reached after {timeout:.0f}s; last seen {rows}")
+                time.sleep(0.0005)
+        finally:
+            conn.close()
+
 
 _stalled: list[socket.socket] = []
 
