@@ -22,7 +22,7 @@ from django.utils import timezone
 from playground import events
 from playground.caching import keys, pricing
 from playground.llm.client import ReplyDone, ReplyRequest, TextDelta, UpstreamError, stream_reply
-from playground.llm.types import NOT_REPORTED
+from playground.llm.types import NOT_REPORTED, Usage
 from playground.providers.crypto import KeyUnreadable
 from playground.providers.registry import Provider, providers
 from playground.providers.selectors import key_plaintext
@@ -55,6 +55,11 @@ class Outcome:
     done: ReplyDone | None = None
     error: UpstreamError | None = None
     stopped: bool = False
+
+    @property
+    def usage(self) -> Usage:
+        """What the provider reported, or NOT_REPORTED when the stream never finished."""
+        return self.done.usage if self.done is not None else NOT_REPORTED
 
 
 def _fail_before_start(turn: Turn, *, kind: str, message: str) -> None:
@@ -126,7 +131,7 @@ def _explain(job: Job, outcome: Outcome, text: str) -> dict:
 
     After the reply, never before the request: it must not add to the time to first token.
     """
-    usage = outcome.done.usage if outcome.done is not None else NOT_REPORTED
+    usage = outcome.usage
     if not (usage.reported or text):
         return {}
     return insight.turn_explain(
@@ -143,7 +148,7 @@ def _finish(job: Job, outcome: Outcome, text: str, explained: dict) -> None:
         status = Message.Status.INCOMPLETE if text else Message.Status.FAILED
     else:
         status = Message.Status.DONE
-    usage = done.usage if done is not None else NOT_REPORTED
+    usage = outcome.usage
     model_resolved = (done.model if done else None) or ""
     cost = pricing.turn_cost(
         usage=usage, model=model_resolved or job.request.model, provider_id=job.provider.price_provider, at=job.requested_at

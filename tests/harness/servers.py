@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,16 +130,29 @@ class AppServer:
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("*.log")))
 
+    @contextmanager
+    def _connect(self):
+        """One autocommit connection to the app's database, as `execute(sql, params)` taking
+        `%s` placeholders in both modes; closed on exit."""
+        if self.mode == "embedded":
+            conn = sqlite3.connect(self.workdir / "data" / "db.sqlite3", isolation_level=None)
+
+            def execute(sql, params=()):
+                return conn.execute(sql.replace("%s", "?"), params)
+        else:
+            import psycopg
+
+            conn = psycopg.connect(self.database_url, autocommit=True)
+            execute = conn.execute
+        try:
+            yield execute
+        finally:
+            conn.close()
+
     def query_write(self, sql: str, params: tuple = ()) -> None:
         """Change the app's database directly (tests that move time, say)."""
-        if self.mode == "embedded":
-            with sqlite3.connect(self.workdir / "data" / "db.sqlite3") as conn:
-                conn.execute(sql.replace("%s", "?"), params)
-            return
-        import psycopg
-
-        with psycopg.connect(self.database_url) as conn:
-            conn.execute(sql, params)
+        with self._connect() as execute:
+            execute(sql, params)
 
     def shift_fingerprints(self, session_id: int, seconds: float) -> None:
         """Move the stored request times of a session's fingerprints (a fake clock)."""
@@ -177,38 +191,24 @@ class AppServer:
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         """Read the app's database directly (what is really stored)."""
-        if self.mode == "embedded":
-            with sqlite3.connect(self.workdir / "data" / "db.sqlite3") as conn:
-                return conn.execute(sql.replace("%s", "?"), params).fetchall()
-        import psycopg
-
-        with psycopg.connect(self.database_url) as conn:
-            return conn.execute(sql, params).fetchall()
+        with self._connect() as execute:
+            return execute(sql, params).fetchall()
 
     def sample(self, sql: str, params: tuple, *, until, timeout: float = 20.0) -> list[list[tuple]]:
         """Run one read over and over on one connection (a sample every ~ms, far tighter than a
         page poll) until `until(rows)` holds; every result seen, in order. For tests about which
         states other processes' commits can ever show."""
-        if self.mode == "embedded":
-            conn = sqlite3.connect(self.workdir / "data" / "db.sqlite3", isolation_level=None)
-            sql = sql.replace("%s", "?")
-        else:
-            import psycopg
-
-            conn = psycopg.connect(self.database_url, autocommit=True)
         seen: list[list[tuple]] = []
         deadline = time.monotonic() + timeout
-        try:
+        with self._connect() as execute:
             while True:
-                rows = conn.execute(sql, params).fetchall()
+                rows = execute(sql, params).fetchall()
                 seen.append(rows)
                 if until(rows):
                     return seen
                 if time.monotonic() > deadline:
                     raise AssertionError(f"not reached after {timeout:.0f}s; last seen {rows}")
                 time.sleep(0.0005)
-        finally:
-            conn.close()
 
 
 _stalled: list[socket.socket] = []
