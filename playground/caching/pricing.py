@@ -121,7 +121,7 @@ def turn_cost(
     ("default", "flex", "priority"), which selects tier prices where the data has them; None
     means standard prices.
     """
-    if not usage.reported:
+    if not (usage.reported or usage.estimated):
         return TurnCost.unknown("usage not reported", missing=usage.missing)
     absent = [name for name in _ESSENTIAL_FIELDS if name in usage.missing]
     if absent:

@@ -10,10 +10,16 @@ they are only added up. Two reads, one set of rules:
   about 1 µs a turn on PostgreSQL).
 * The exports list every turn (`turn_rows`, one query) and add them up in Python.
 
-Both count the same turns (requested and ended) with the same rules (usage only from turns
-that reported it; money only from priced turns, the rest counted, never as $0), so the
-panel's totals equal the sum of the exported turns; tests/unit/test_costs_panel.py checks
-exactly that, on SQLite and on PostgreSQL.
+Both count the same attempts with the same rules, so the panel's totals equal the sum of the
+exported attempts (tests/unit/test_costs_panel.py checks exactly that, on SQLite and on
+PostgreSQL):
+
+* Every attempt that ended is listed (retries never delete one); the *requests* are the
+  attempts the provider billed (it accepted them and started a reply). A rate-limited,
+  refused or unreachable attempt is listed and costs nothing.
+* Tokens and money come from reported usage, or, for a billed attempt that reported none
+  (stopped, cut), from the app's estimate; the estimated part is also totalled apart.
+* Money only from priced attempts; a billed attempt without a price is counted, never as $0.
 """
 
 from __future__ import annotations
@@ -42,9 +48,15 @@ DELETED_BRANCH = "(deleted branch)"
 
 @dataclass(frozen=True)
 class TurnRow:
-    """One request as the money views see it."""
+    """One attempt as the money views see it."""
 
     id: int
+    reply_id: int | None
+    attempt: int
+    outcome: str
+    reached: bool
+    billed: bool
+    estimated: bool
     branch_id: int | None
     branch: str
     created: datetime
@@ -65,34 +77,55 @@ class TurnRow:
     def uncached_prompt_tokens(self) -> int:
         return max((self.prompt_tokens or 0) - (self.cached_tokens or 0) - (self.cache_write_tokens or 0), 0)
 
+    @property
+    def has_usage(self) -> bool:
+        return self.billed and (self.reported or self.estimated)
+
+    @property
+    def usage_source(self) -> str:
+        """Where the token figures come from: "reported", "estimated", or "none"."""
+        return "reported" if self.reported else "estimated" if self.estimated else "none"
+
 
 @dataclass(frozen=True)
 class Totals:
-    requests: int = 0
-    unreported: int = 0  # requests whose usage never came (cut streams, stops)
+    attempts: int = 0  # every attempt that ended, billed or not
+    requests: int = 0  # the attempts the provider billed
+    unreported: int = 0  # billed requests with neither reported nor estimated usage
+    estimated: int = 0  # billed requests whose figures are the app's estimate
     prompt_tokens: int = 0
     cached_tokens: int = 0
     cache_write_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
     money: CostTotals = field(default_factory=lambda: sum_costs([]))
+    estimated_cost: Decimal = Decimal(0)  # the part of money.actual that is estimated
 
     @property
     def hit_rate(self) -> float:
         return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
+    @property
+    def not_billed(self) -> int:
+        """Attempts that never reached the model (rate-limited, refused, unreachable): $0."""
+        return self.attempts - self.requests
+
 
 def totals_of(rows: list[TurnRow]) -> Totals:
-    reported = [r for r in rows if r.reported]
+    billed = [r for r in rows if r.billed]
+    counted = [r for r in billed if r.has_usage]
     return Totals(
-        requests=len(rows),
-        unreported=len(rows) - len(reported),
-        prompt_tokens=sum(r.prompt_tokens or 0 for r in reported),
-        cached_tokens=sum(r.cached_tokens or 0 for r in reported),
-        cache_write_tokens=sum(r.cache_write_tokens or 0 for r in reported),
-        output_tokens=sum(r.output_tokens or 0 for r in reported),
-        reasoning_tokens=sum(r.reasoning_tokens or 0 for r in reported),
-        money=sum_costs(r.cost for r in rows),
+        attempts=len(rows),
+        requests=len(billed),
+        unreported=len(billed) - len(counted),
+        estimated=sum(1 for r in counted if r.estimated),
+        prompt_tokens=sum(r.prompt_tokens or 0 for r in counted),
+        cached_tokens=sum(r.cached_tokens or 0 for r in counted),
+        cache_write_tokens=sum(r.cache_write_tokens or 0 for r in counted),
+        output_tokens=sum(r.output_tokens or 0 for r in counted),
+        reasoning_tokens=sum(r.reasoning_tokens or 0 for r in counted),
+        money=sum_costs(r.cost for r in billed),
+        estimated_cost=sum((r.cost.actual for r in counted if r.estimated and r.cost.known), Decimal(0)),
     )
 
 
@@ -102,6 +135,7 @@ UNREAD = ("fingerprint",)
 
 
 def _cost(*, reported: bool, price_known: bool, actual: Decimal | None, uncached: Decimal | None) -> TurnCost:
+    """`reported`: the attempt has token figures (reported or estimated)."""
     reason = "usage not reported" if not reported else "price unknown"
     return stored_cost(actual=actual, uncached=uncached, reason=reason) if price_known else TurnCost.unknown(reason)
 
@@ -109,6 +143,12 @@ def _cost(*, reported: bool, price_known: bool, actual: Decimal | None, uncached
 def _row(turn: Turn) -> TurnRow:
     return TurnRow(
         id=turn.pk,
+        reply_id=turn.reply_id,
+        attempt=turn.attempt,
+        outcome=turn.outcome,
+        reached=turn.reached,
+        billed=turn.billed or turn.usage_reported,
+        estimated=turn.usage_estimated,
         branch_id=turn.branch_id,
         branch=turn.branch.name if turn.branch else DELETED_BRANCH,
         created=turn.created_at,
@@ -124,7 +164,7 @@ def _row(turn: Turn) -> TurnRow:
         output_tokens=turn.output_tokens,
         reasoning_tokens=turn.reasoning_tokens,
         cost=_cost(
-            reported=turn.usage_reported, price_known=turn.price_known, actual=turn.cost_actual, uncached=turn.cost_uncached
+            reported=turn.has_usage, price_known=turn.price_known, actual=turn.cost_actual, uncached=turn.cost_uncached
         ),
     )
 
@@ -134,7 +174,7 @@ def _finished(**where) -> QuerySet[Turn]:
 
 
 def turn_rows(*, session: ChatSession) -> list[TurnRow]:
-    """Every request the session sent that has ended, oldest first (one query): the exports.
+    """Every attempt the session made that has ended, oldest first (one query): the exports.
 
     A reply still streaming is left out until it ends (the panel is pushed again then):
     counted now, it would look like a request whose usage never came.
@@ -151,14 +191,18 @@ def turn_rows(*, session: ChatSession) -> list[TurnRow]:
 # --- sums in the database ------------------------------------------------------------------
 
 TOKEN_FIELDS = ("prompt_tokens", "cached_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
-REPORTED = Q(usage_reported=True)
-# Exactly the turns `sum_costs` adds: a stored price with both amounts.
-PRICED = Q(price_known=True, cost_actual__isnull=False, cost_uncached__isnull=False)
+# Usage the provider reported is usage it billed, whatever else the row says.
+BILLED = Q(billed=True) | Q(usage_reported=True)
+ESTIMATED = BILLED & Q(usage_estimated=True)
+# Exactly the attempts `totals_of` takes tokens from: billed, with reported or estimated usage.
+HAS_USAGE = BILLED & (Q(usage_reported=True) | Q(usage_estimated=True))
+# Exactly the attempts `sum_costs` adds: billed, with a stored price and both amounts.
+PRICED = BILLED & Q(price_known=True, cost_actual__isnull=False, cost_uncached__isnull=False)
 MONEY_PLACES = 12  # Turn.cost_actual / cost_uncached decimal_places
 _ZERO = Decimal(0)
 
 
-def _money_sum(column: str) -> Sum:
+def _money_sum(column: str, where: Q = PRICED) -> Sum:
     """SUM of a money column over the priced turns, exact.
 
     PostgreSQL sums NUMERIC exactly and returns a Decimal. SQLite keeps a DECIMAL column as a
@@ -168,8 +212,8 @@ def _money_sum(column: str) -> Sum:
     """
     if connection.vendor == "sqlite":
         units = Cast(Round(F(column) * 10**MONEY_PLACES), BigIntegerField())
-        return Sum(units, filter=PRICED)
-    return Sum(column, filter=PRICED)
+        return Sum(units, filter=where)
+    return Sum(column, filter=where)
 
 
 def _money(value) -> Decimal:
@@ -181,14 +225,17 @@ def _money(value) -> Decimal:
 
 
 def _sums() -> dict:
-    """The aggregates of one group of finished turns (names clear of Turn's fields)."""
+    """The aggregates of one group of finished attempts (names clear of Turn's fields)."""
     return {
-        "n_requests": Count("id"),
-        "n_reported": Count("id", filter=REPORTED),
+        "n_attempts": Count("id"),
+        "n_requests": Count("id", filter=BILLED),
+        "n_counted": Count("id", filter=HAS_USAGE),
+        "n_estimated": Count("id", filter=ESTIMATED),
         "n_priced": Count("id", filter=PRICED),
-        **{f"sum_{name}": Sum(name, filter=REPORTED) for name in TOKEN_FIELDS},
+        **{f"sum_{name}": Sum(name, filter=HAS_USAGE) for name in TOKEN_FIELDS},
         "sum_actual": _money_sum("cost_actual"),
         "sum_uncached": _money_sum("cost_uncached"),
+        "sum_estimated": _money_sum("cost_actual", PRICED & ESTIMATED),
     }
 
 
@@ -196,42 +243,54 @@ def _sums() -> dict:
 class Sums:
     """One group's aggregates; groups add up exactly (integers and Decimals)."""
 
+    attempts: int = 0
     requests: int = 0
-    reported: int = 0
+    counted: int = 0
+    estimated: int = 0
     priced: int = 0
     tokens: tuple[int, ...] = (0,) * len(TOKEN_FIELDS)
     actual: Decimal = _ZERO
     uncached: Decimal = _ZERO
+    estimated_actual: Decimal = _ZERO
 
     @classmethod
     def of(cls, group: dict) -> Sums:
         return cls(
+            attempts=group["n_attempts"],
             requests=group["n_requests"],
-            reported=group["n_reported"],
+            counted=group["n_counted"],
+            estimated=group["n_estimated"],
             priced=group["n_priced"],
             tokens=tuple(group[f"sum_{name}"] or 0 for name in TOKEN_FIELDS),
             actual=_money(group["sum_actual"]),
             uncached=_money(group["sum_uncached"]),
+            estimated_actual=_money(group["sum_estimated"]),
         )
 
     def __add__(self, other: Sums) -> Sums:
         return Sums(
+            attempts=self.attempts + other.attempts,
             requests=self.requests + other.requests,
-            reported=self.reported + other.reported,
+            counted=self.counted + other.counted,
+            estimated=self.estimated + other.estimated,
             priced=self.priced + other.priced,
             tokens=tuple(a + b for a, b in zip(self.tokens, other.tokens, strict=True)),
             actual=self.actual + other.actual,
             uncached=self.uncached + other.uncached,
+            estimated_actual=self.estimated_actual + other.estimated_actual,
         )
 
     def totals(self) -> Totals:
         return Totals(
+            attempts=self.attempts,
             requests=self.requests,
-            unreported=self.requests - self.reported,
+            unreported=self.requests - self.counted,
+            estimated=self.estimated,
             **dict(zip(TOKEN_FIELDS, self.tokens, strict=True)),
             money=cost_totals(
                 actual=self.actual, uncached=self.uncached, priced=self.priced, unpriced=self.requests - self.priced
             ),
+            estimated_cost=self.estimated_actual,
         )
 
 
@@ -266,7 +325,7 @@ CHART_W, CHART_H, CHART_TURNS = 300, 110, 60
 
 
 def chart_of(rows: list[TurnRow]) -> Chart:
-    rows = [r for r in rows if r.reported][-CHART_TURNS:]
+    rows = [r for r in rows if r.has_usage][-CHART_TURNS:]
     max_tokens = max((r.prompt_tokens or 0 for r in rows), default=0) or 1
     costs = [r.cost.actual for r in rows if r.cost.known]
     max_cost = max(costs, default=None)
@@ -297,21 +356,22 @@ def chart_of(rows: list[TurnRow]) -> Chart:
 class ChartTurn:
     """What the chart reads of a turn (a TurnRow has the same attributes)."""
 
-    reported: bool
     prompt_tokens: int | None
     cached_tokens: int | None
     cost: TurnCost
+    has_usage: bool = True  # reported or estimated: the chart draws only those
 
 
 def recent_reported(*, session: ChatSession) -> list[ChartTurn]:
-    """The last `CHART_TURNS` finished turns that reported usage, oldest first (one query)."""
+    """The last `CHART_TURNS` finished attempts with usage (reported or estimated), oldest
+    first (one query)."""
     latest = (
-        _finished(session=session, usage_reported=True)
+        _finished(session=session).filter(HAS_USAGE)
         .order_by("-requested_at", "-id")
         .values_list("prompt_tokens", "cached_tokens", "price_known", "cost_actual", "cost_uncached")[:CHART_TURNS]
     )
     return [
-        ChartTurn(True, prompt, cached, _cost(reported=True, price_known=known, actual=actual, uncached=uncached))
+        ChartTurn(prompt, cached, _cost(reported=True, price_known=known, actual=actual, uncached=uncached))
         for prompt, cached, known, actual, uncached in reversed(list(latest))
     ]
 

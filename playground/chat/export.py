@@ -1,7 +1,10 @@
-"""Session exports (JSON and CSV): every finished turn, and their totals.
+"""Session exports (JSON and CSV): every attempt that ended, and their totals.
 
-The exports are downloads, allowed to cost O(turns); the cost panel adds up in the database
-instead, with the same rules (costs.py), so its totals equal this file's sum of the turns."""
+The exports are downloads, allowed to cost O(attempts); the cost panel adds up in the
+database instead, with the same rules (costs.py), so its totals equal this file's sum of the
+attempts. Columns are documented in the README ("Exports"): one row per upstream attempt
+(retries included), its status, whether it reached the provider and was billed, and whether
+its usage was reported or estimated; the totals row is exactly what the panel shows."""
 
 from __future__ import annotations
 
@@ -29,6 +32,11 @@ def _usage(source) -> dict:
 def _turn(row: TurnRow) -> dict:
     return {
         "id": row.id,
+        "reply_id": row.reply_id,
+        "attempt": row.attempt,
+        "status": row.outcome,
+        "reached_provider": row.reached,
+        "billed": row.billed,
         "branch": row.branch,
         "branch_id": row.branch_id,
         "created": row.requested_at.isoformat(),
@@ -36,6 +44,7 @@ def _turn(row: TurnRow) -> dict:
         "prompt_cache_key": row.prompt_cache_key,
         "cache_scope": row.scope,
         "usage_reported": row.reported,
+        "usage_source": row.usage_source,
         "usage": _usage(row),
         "cost": {
             "actual": decimal_text(row.cost.actual),
@@ -48,7 +57,10 @@ def _turn(row: TurnRow) -> dict:
 def _totals(totals: Totals) -> dict:
     money = totals.money
     return {
+        "attempts": totals.attempts,
         "requests": totals.requests,
+        "not_billed": totals.not_billed,
+        "usage_estimated": totals.estimated,
         "usage_unreported": totals.unreported,
         "usage": _usage(totals),
         "hit_rate": round(totals.hit_rate, 4),
@@ -56,6 +68,7 @@ def _totals(totals: Totals) -> dict:
             "actual": decimal_text(money.actual),
             "uncached": decimal_text(money.uncached),
             "saved": decimal_text(money.saved),
+            "estimated": decimal_text(totals.estimated_cost),
         },
         "unpriced_turns": money.unpriced_count,
     }
@@ -83,23 +96,32 @@ def export_json(data: SessionTurns) -> dict:
     }
 
 
-CSV_COLUMNS = ["id", "branch", "created", "model", "prompt_cache_key", *USAGE_FIELDS, "cost_actual", "cost_uncached", "cost_saved"]
+CSV_COLUMNS = [
+    "id", "reply_id", "attempt", "status", "reached_provider", "billed", "usage_source", "branch", "created", "model",
+    "prompt_cache_key", *USAGE_FIELDS, "cost_actual", "cost_uncached", "cost_saved",
+]
+_FLAGS = ("reached_provider", "billed")
 
 
 def export_csv(data: SessionTurns) -> str:
+    """One row per attempt, then a TOTAL row: the panel's totals, its estimated part in the
+    `usage_source` column ("N estimated, $X")."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
     for row in data.rows:
         turn = _turn(row)
         writer.writerow(
-            [turn["id"], turn["branch"], turn["created"], turn["model"], turn["prompt_cache_key"] or ""]
+            [turn["id"], turn["reply_id"] or "", turn["attempt"], turn["status"]]
+            + ["yes" if turn[flag] else "no" for flag in _FLAGS]
+            + [turn["usage_source"], turn["branch"], turn["created"], turn["model"], turn["prompt_cache_key"] or ""]
             + ["" if turn["usage"][f] is None else turn["usage"][f] for f in USAGE_FIELDS]
             + [turn["cost"][k] or "" for k in ("actual", "uncached", "saved")]
         )
     totals = _totals(data.totals)
     writer.writerow(
-        ["TOTAL", f"{totals['requests']} requests", "", "", ""]
+        ["TOTAL", "", f"{totals['attempts']} attempts", f"{totals['requests']} billed", "", "",
+         f"{totals['usage_estimated']} estimated, ${totals['cost']['estimated']}", "", "", "", ""]
         + [totals["usage"][f] for f in USAGE_FIELDS]
         + [totals["cost"][k] or "" for k in ("actual", "uncached", "saved")]
     )

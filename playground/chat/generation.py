@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from playground import events
 from playground.caching import keys, pricing
-from playground.llm.client import ReplyDone, ReplyRequest, TextDelta, UpstreamError, stream_reply
+from playground.llm.client import Accepted, ReplyDone, ReplyRequest, TextDelta, UpstreamError, stream_reply
 from playground.llm.types import NOT_REPORTED, Usage
 from playground.providers.crypto import KeyUnreadable
 from playground.providers.registry import Provider, providers
@@ -55,16 +55,36 @@ class Outcome:
     done: ReplyDone | None = None
     error: UpstreamError | None = None
     stopped: bool = False
+    accepted: bool = False  # the provider took the request: it is billed from here on
 
     @property
     def usage(self) -> Usage:
         """What the provider reported, or NOT_REPORTED when the stream never finished."""
         return self.done.usage if self.done is not None else NOT_REPORTED
 
+    @property
+    def reached(self) -> bool:
+        """The provider answered over HTTP: it accepted the request, or refused it with a status."""
+        return self.accepted or (self.error is not None and self.error.status is not None)
+
+    def attempt_outcome(self, text: str) -> str:
+        """This attempt's outcome, as the money views and the attempts list name it."""
+        if self.stopped:
+            return Turn.Outcome.STOPPED
+        if self.error is None:
+            return Turn.Outcome.OK
+        if self.error.kind == "rate_limit":
+            return Turn.Outcome.RATE_LIMITED
+        if self.accepted and (text or self.error.kind in ("cut", "timeout")):
+            return Turn.Outcome.CUT
+        return Turn.Outcome.ERROR
+
 
 def _fail_before_start(turn: Turn, *, kind: str, message: str) -> None:
     Message.objects.filter(pk=turn.message_id).update(status=Message.Status.FAILED)
-    Turn.objects.filter(pk=turn.pk).update(error_kind=kind, error_message=message, finished_at=timezone.now())
+    Turn.objects.filter(pk=turn.pk).update(
+        error_kind=kind, error_message=message, finished_at=timezone.now(), outcome=Turn.Outcome.ERROR
+    )
 
 
 def _start(turn_id: int) -> tuple[Job | None, bool]:
@@ -75,6 +95,7 @@ def _start(turn_id: int) -> tuple[Job | None, bool]:
             return None, False  # already ran, stopped, or deleted: nothing to do
         if turn.stop_requested:
             Message.objects.filter(pk=turn.message_id).update(status=Message.Status.STOPPED)
+            Turn.objects.filter(pk=turn.pk).update(outcome=Turn.Outcome.STOPPED)
             return None, True
         provider = providers().get(turn.provider)
         if provider is None:
@@ -113,10 +134,10 @@ def _finish_retrying(job: Job, outcome: Outcome, text: str) -> None:
     and ends the turn in the same commit: a turn is never seen ended without its explanation,
     and a prediction made the moment a reply ends already counts that reply.
     """
-    explained = _explain(job, outcome, text)
+    insight_ = _explain(job, outcome, text)
     for attempt in range(FINISH_ATTEMPTS):
         try:
-            _finish(job, outcome, text, explained)
+            _finish(job, outcome, text, insight_)
             return
         except checkpoints.DB_ERRORS as exc:
             if attempt == FINISH_ATTEMPTS - 1:
@@ -126,21 +147,22 @@ def _finish_retrying(job: Job, outcome: Outcome, text: str) -> None:
             time.sleep(min(0.25 * 2**attempt, 5.0))
 
 
-def _explain(job: Job, outcome: Outcome, text: str) -> dict:
-    """The insight columns of a finished turn, or none when the provider processed nothing.
+def _explain(job: Job, outcome: Outcome, text: str) -> insight.TurnInsight:
+    """The insight of a finished turn (and its estimated usage when it was billed but reported
+    none), or nothing when the provider processed nothing.
 
     After the reply, never before the request: it must not add to the time to first token.
     """
     usage = outcome.usage
-    if not (usage.reported or text):
-        return {}
+    if not (usage.reported or text or outcome.accepted):
+        return insight.TurnInsight()
     return insight.turn_explain(
         turn_id=job.turn_id, user_id=job.user_id, requested_at=job.requested_at, provider=job.provider,
-        request=job.request, reply=text, usage=usage,
+        request=job.request, reply=text, usage=usage, billed=outcome.accepted,
     )
 
 
-def _finish(job: Job, outcome: Outcome, text: str, explained: dict) -> None:
+def _finish(job: Job, outcome: Outcome, text: str, insight_: insight.TurnInsight) -> None:
     done, error = outcome.done, outcome.error
     if outcome.stopped:
         status = Message.Status.STOPPED
@@ -148,13 +170,18 @@ def _finish(job: Job, outcome: Outcome, text: str, explained: dict) -> None:
         status = Message.Status.INCOMPLETE if text else Message.Status.FAILED
     else:
         status = Message.Status.DONE
-    usage = outcome.usage
+    reported_usage = outcome.usage
+    reported = reported_usage.reported
+    # Reported figures win; a billed attempt without them is priced on the estimate.
+    estimated = not reported and insight_.estimate is not None
+    usage = insight_.estimate if estimated else reported_usage
     model_resolved = (done.model if done else None) or ""
     cost = pricing.turn_cost(
-        usage=usage, model=model_resolved or job.request.model, provider_id=job.provider.price_provider, at=job.requested_at
+        usage=usage, model=model_resolved or job.request.model,
+        provider_id=job.provider.price_provider, at=job.requested_at,
     )
     now = time.monotonic()
-    reported = usage.reported
+    has_usage = reported or estimated
     with transaction.atomic():
         Message.objects.filter(pk=job.message_id).update(content=text, status=status)
         Turn.objects.filter(pk=job.turn_id).update(
@@ -164,19 +191,23 @@ def _finish(job: Job, outcome: Outcome, text: str, explained: dict) -> None:
             ttft_ms=round((outcome.first_token_at - outcome.started) * 1000) if outcome.first_token_at else None,
             total_ms=round((now - outcome.started) * 1000),
             usage_reported=reported,
-            usage_missing=list(usage.missing),
-            prompt_tokens=usage.prompt_tokens if reported else None,
-            cached_tokens=usage.cached_tokens if reported else None,
-            cache_write_tokens=usage.cache_write_tokens if reported else None,
-            output_tokens=usage.output_tokens if reported else None,
-            reasoning_tokens=usage.reasoning_tokens if reported else None,
+            usage_estimated=estimated,
+            usage_missing=list(reported_usage.missing),
+            prompt_tokens=usage.prompt_tokens if has_usage else None,
+            cached_tokens=usage.cached_tokens if has_usage else None,
+            cache_write_tokens=usage.cache_write_tokens if has_usage else None,
+            output_tokens=usage.output_tokens if has_usage else None,
+            reasoning_tokens=usage.reasoning_tokens if has_usage else None,
+            outcome=outcome.attempt_outcome(text),
+            reached=outcome.reached,
+            billed=outcome.accepted,
             error_kind=error.kind if error else ("stopped" if outcome.stopped else ""),
             error_message=error.message if error else "",
             retry_after=error.retry_after if error else None,
             price_known=cost.known,
             cost_actual=cost.actual,
             cost_uncached=cost.uncached,
-            **explained,
+            **insight_.columns,
         )
     # After the commit, not inside it: the key's row would stay locked while a fan-out's
     # other replies (same user, same key) wait to commit their own ends.
@@ -187,7 +218,9 @@ async def _consume(job: Job, stream: events.DeltaStream, outcome: Outcome) -> No
     """Relay the reply. Saving the text so far is the loop's checkpointer's job."""
     try:
         async for event in stream_reply(job.request):
-            if isinstance(event, TextDelta):
+            if isinstance(event, Accepted):
+                outcome.accepted = True
+            elif isinstance(event, TextDelta):
                 if outcome.first_token_at is None:
                     outcome.first_token_at = time.monotonic()
                 await stream.add(event.text)

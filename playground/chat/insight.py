@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
 
@@ -92,6 +93,23 @@ def fingerprint(
     return fingerprint_chat(messages=messages, encoder=encoder, **common), None
 
 
+def output_tokens(*, provider: Provider, model: str, text: str) -> int:
+    """How many output tokens the provider produced for `text`, counted with its own tokenizer
+    where we have it (llama's /tokenize, the simulator's one-word tokens), else tiktoken's
+    encoding for the model."""
+    if not text:
+        return 0
+    if provider.cache_rules == "llama":
+        return len(llama.text_tokens(base_url=provider.base_url, text=text))
+    if provider.simulator:
+        from playground.simulator.replies import count_tokens
+
+        return count_tokens(text)
+    from playground.tokens import encoding_for_model
+
+    return len(encoding_for_model(model).encode_ordinary(text))
+
+
 def history(*, provider: Provider, user_id: int, before: datetime, exclude_turn: int | None = None) -> list[Fingerprint]:
     """Earlier requests that could have warmed a cache for this one, oldest first.
 
@@ -130,15 +148,39 @@ def rate_watch() -> RateWatch:
 # --- after a reply: store the fingerprint, explain the outcome -------------------------------
 
 
-def turn_explain(
-    *, turn_id: int, user_id: int, requested_at: datetime, provider: Provider, request: ReplyRequest, reply: str, usage: Usage
-) -> dict:
-    """Fingerprint the request a finished turn sent, explain its cached tokens, count its rate.
+@dataclass(frozen=True)
+class TurnInsight:
+    """What a finished turn learns after its reply: the Turn columns to store with its end
+    (``fingerprint``, ``explanation``, ``hit_class``), and, for a billed attempt that reported
+    no usage, the app's estimate of what the provider billed."""
 
-    Returns the Turn columns to store with the turn's end (``fingerprint``, ``explanation``,
-    ``hit_class``), so the turn ends and is explained in one commit. Call it once per turn: it
-    moves llama's slot to this request and counts the request in the rate watch. Failures are
-    logged and leave the turn without an explanation ({}).
+    columns: dict = field(default_factory=dict)
+    estimate: Usage | None = None
+
+
+def estimate_usage(*, prompt_tokens: int, expected_cached: int, output_tokens: int) -> Usage:
+    """A stopped or cut attempt's usage as the provider would have reported it: the local
+    tokenizer's count of the exact request sent, the cached tokens the cache model predicted
+    for it (what the composer showed), and the output tokens of the text received."""
+    return Usage(
+        prompt_tokens=prompt_tokens,
+        cached_tokens=min(expected_cached, prompt_tokens),
+        output_tokens=output_tokens,
+        reported=False,
+        estimated=True,
+    )
+
+
+def turn_explain(
+    *, turn_id: int, user_id: int, requested_at: datetime, provider: Provider, request: ReplyRequest, reply: str,
+    usage: Usage, billed: bool = True,
+) -> TurnInsight:
+    """Fingerprint the request a finished turn sent, explain its cached tokens, count its rate,
+    and estimate its usage when it was billed but reported none.
+
+    The turn ends and is explained in one commit (the caller stores `columns` with its end).
+    Call it once per turn: it moves llama's slot to this request and counts the request in the
+    rate watch. Failures are logged and leave the turn without an explanation or estimate.
     """
     try:
         rules = rules_of(provider)
@@ -150,10 +192,12 @@ def turn_explain(
         )
         earlier = history(provider=provider, user_id=user_id, before=requested_at, exclude_turn=turn_id)
         exact = None
+        reply_count = None
         if tokens is not None:
             slot = django_cache.get(SLOT_CACHE_PREFIX + provider.slug)
             exact = predict_exact(tokens, slot) if slot else 0
             reply_tokens = llama.text_tokens(base_url=provider.base_url, text=reply) if reply else []
+            reply_count = len(reply_tokens)
             django_cache.set(SLOT_CACHE_PREFIX + provider.slug, tokens + reply_tokens, None)
         reported = usage.reported and "cached_tokens" not in usage.missing
         explanation = explain(
@@ -162,10 +206,20 @@ def turn_explain(
         )
         rate_watch().record(*rate_ids(fp), at=sent_at)
         stored = fp.with_reply({"role": "assistant", "content": reply}, hash_key=hash_key()) if reply else fp
-        return {"fingerprint": stored.to_json(), "explanation": explanation.to_json(), "hit_class": explanation.hit_class}
+        columns = {"fingerprint": stored.to_json(), "explanation": explanation.to_json(), "hit_class": explanation.hit_class}
     except Exception:  # noqa: BLE001 - insight is a bonus; it must never fail a turn
         logger.exception("could not explain turn %s", turn_id)
-        return {}
+        return TurnInsight()
+    if usage.reported or not billed:
+        return TurnInsight(columns)
+    try:
+        if reply_count is None:
+            reply_count = output_tokens(provider=provider, model=request.model, text=reply)
+        estimate = estimate_usage(prompt_tokens=fp.token_count, expected_cached=explanation.expected, output_tokens=reply_count)
+    except Exception:  # noqa: BLE001 - without an estimate the attempt is counted, unpriced
+        logger.exception("could not estimate the usage of turn %s", turn_id)
+        estimate = None
+    return TurnInsight(columns, estimate)
 
 
 # --- before sending: the composer's prediction ------------------------------------------------

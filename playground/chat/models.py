@@ -1,6 +1,8 @@
 """Sessions are conversation trees. Messages are nodes (each has a parent); a Branch is just a
-pointer to a node, so forking copies nothing. A Turn is one upstream request: the settings it
-was sent with, the exact cache key, and the usage, timings and cost that came back.
+pointer to a node, so forking copies nothing. A Turn is one upstream request (an attempt):
+the settings it was sent with, the exact cache key, and the usage, timings and cost that came
+back. A retry never deletes an attempt: the reply node keeps every attempt made for it
+(`Message.attempts`), and shows the latest (`Message.turn`).
 """
 
 from django.conf import settings
@@ -88,9 +90,31 @@ class Branch(models.Model):
 
 
 class Turn(models.Model):
-    """One upstream request and what came back, attached to the assistant message it made."""
+    """One upstream request (an attempt) and what came back, for the assistant message it made.
 
-    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="turn")
+    `reply` is the node every attempt was made for; `message` is set on its latest attempt
+    only (a retry moves it to the new attempt), so `message.turn` is what the node shows and
+    `message.attempts` is its whole history. Every attempt the provider billed counts in the
+    money views, whichever is shown.
+    """
+
+    class Outcome(models.TextChoices):
+        RUNNING = "", "running"
+        OK = "ok", "ok"
+        STOPPED = "stopped", "stopped"
+        CUT = "cut", "cut"
+        RATE_LIMITED = "rate_limited", "rate-limited"
+        ERROR = "error", "error"
+
+    message = models.OneToOneField(Message, null=True, blank=True, on_delete=models.CASCADE, related_name="turn")
+    reply = models.ForeignKey(Message, null=True, on_delete=models.CASCADE, related_name="attempts")
+    attempt = models.PositiveSmallIntegerField(default=1)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING, blank=True)
+    # The provider answered over HTTP (any status): the request is in its logs.
+    reached = models.BooleanField(default=False)
+    # The provider accepted the request and started the reply: its tokens are billed, whether
+    # or not the stream ran to the end and reported usage.
+    billed = models.BooleanField(default=False)
     session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="turns")
     branch = models.ForeignKey(Branch, null=True, blank=True, on_delete=models.SET_NULL, related_name="turns")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
@@ -113,6 +137,10 @@ class Turn(models.Model):
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     total_ms = models.PositiveIntegerField(null=True, blank=True)
     usage_reported = models.BooleanField(default=False)
+    # No usage came back for a billed attempt (stopped, cut): the token columns hold the
+    # app's estimate (local tokenizer on the request sent, the cache prediction, the text
+    # received), priced like reported usage and flagged "estimated" wherever it is shown.
+    usage_estimated = models.BooleanField(default=False)
     usage_missing = models.JSONField(default=list, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     cached_tokens = models.PositiveIntegerField(null=True, blank=True)
@@ -135,13 +163,26 @@ class Turn(models.Model):
     class Meta:
         indexes = [models.Index(fields=["session", "created_at"])]
 
+    def earlier_attempts(self) -> list["Turn"]:
+        """The attempts made for this turn's node before this one, oldest first (the page's
+        "attempts" disclosure; only asked for when there are some)."""
+        return list(
+            Turn.objects.filter(reply_id=self.reply_id, attempt__lt=self.attempt)
+            .defer("fingerprint", "explanation").order_by("attempt", "id")
+        )
+
+    @property
+    def has_usage(self) -> bool:
+        """Token figures to show and add up: reported, or estimated for a billed attempt."""
+        return self.usage_reported or self.usage_estimated
+
     @property
     def cost(self):
         """This turn's money (priced when it finished) with the saving derived."""
         from playground.caching.pricing import TurnCost, stored_cost
 
         if not self.price_known:
-            return TurnCost.unknown("usage not reported" if not self.usage_reported else "price unknown")
+            return TurnCost.unknown("usage not reported" if not self.has_usage else "price unknown")
         return stored_cost(actual=self.cost_actual, uncached=self.cost_uncached)
 
 

@@ -134,7 +134,9 @@ def _turn_for(*, parent: Message, session: ChatSession, branch: Branch, user, ke
         status=Message.Status.PENDING,
         branch=branch,
     )
-    return Turn.objects.create(message=assistant, **_turn_fields(session=session, branch=branch, user=user, key_ref=key_ref))
+    return Turn.objects.create(
+        message=assistant, reply=assistant, **_turn_fields(session=session, branch=branch, user=user, key_ref=key_ref)
+    )
 
 
 def _announce(turn: Turn, new_messages: list[Message]) -> None:
@@ -186,8 +188,14 @@ def message_send(*, session: ChatSession, branch: Branch, user, content: str, we
 
 
 def turn_retry(*, turn: Turn, user, web_session=None) -> Turn:
-    """Run a failed, stopped or incomplete turn again, in place (same node, same context)."""
+    """Run a failed, stopped or incomplete turn again, in place (same node, same context).
+
+    The attempt being retried stays on record (it may have been billed): it only stops being
+    the one the node shows, and the new attempt takes its place as `message.turn`.
+    """
     message = turn.message
+    if message is None:
+        raise ChatError("This attempt was already retried; retry the reply's latest attempt instead.")
     if message.in_flight:
         raise ChatError("This reply is still running.")
     if message.status == Message.Status.DONE:
@@ -200,9 +208,12 @@ def turn_retry(*, turn: Turn, user, web_session=None) -> Turn:
         message.content = ""
         message.status = Message.Status.PENDING
         message.save(update_fields=["content", "status"])
-        Turn.objects.filter(pk=turn.pk).delete()
+        # Detached first: the node shows one attempt at a time (a unique column).
+        if not Turn.objects.filter(pk=turn.pk, message=message).update(message=None):
+            raise ChatError("This reply was retried already; its latest attempt is shown.")
         new_turn = Turn.objects.create(
-            message=message, **_turn_fields(session=session, branch=turn.branch, user=user, key_ref=key_ref)
+            message=message, reply=message, attempt=turn.attempt + 1,
+            **_turn_fields(session=session, branch=turn.branch, user=user, key_ref=key_ref),
         )
         transaction.on_commit(lambda: _restart(new_turn))
     return new_turn
@@ -215,12 +226,14 @@ def _restart(turn: Turn) -> None:
 
 def turn_stop(*, turn: Turn) -> None:
     """Stop a reply: a queued one never starts; a streaming one closes its upstream stream."""
+    if turn.message_id is None:
+        return  # an earlier attempt, long over: its retry is what runs now
     Turn.objects.filter(pk=turn.pk).update(stop_requested=True)
     stopped_before_start = Message.objects.filter(pk=turn.message_id, status=Message.Status.PENDING).update(
         status=Message.Status.STOPPED
     )
     if stopped_before_start:
-        Turn.objects.filter(pk=turn.pk).update(finished_at=timezone.now(), error_kind="stopped")
+        Turn.objects.filter(pk=turn.pk).update(finished_at=timezone.now(), error_kind="stopped", outcome=Turn.Outcome.STOPPED)
         events.publish_sync(turn.session_id, rendering.message_replaced(message_id=turn.message_id))
     else:
         events.stop_send_sync(turn.id)
@@ -250,7 +263,12 @@ def turns_sweep_stale(*, session_id: int | None = None) -> int:
             ).update(content=text, status=Message.Status.INCOMPLETE if text else Message.Status.FAILED)
             if not updated:
                 continue
-            Turn.objects.filter(pk=turn.pk).update(error_kind="stale", error_message=STALE_MESSAGE, finished_at=timezone.now())
+            # Text came back, so the provider took the request and billed it; the usage of
+            # a job that died is not known (no estimate without the request it built).
+            Turn.objects.filter(pk=turn.pk).update(
+                error_kind="stale", error_message=STALE_MESSAGE, finished_at=timezone.now(),
+                outcome=Turn.Outcome.CUT if text else Turn.Outcome.ERROR, billed=bool(text), reached=bool(text),
+            )
         count += 1
         logger.warning("marked stale turn %s failed", turn.pk)
         events.turn_ended_sync(turn.session_id, turn.message_id, turn.pk)

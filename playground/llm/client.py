@@ -80,10 +80,19 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class Accepted:
+    """The provider accepted the request (HTTP 200, the stream opened): from here on it bills
+    the prompt, and the output produced, whether or not the stream reaches its usage chunk."""
+
+
+@dataclass(frozen=True, slots=True)
 class ReplyDone:
     usage: Usage
     model: str | None
     finish_reason: str | None
+
+
+ACCEPTED = Accepted()
 
 
 class UpstreamError(Exception):
@@ -122,8 +131,9 @@ async def list_models(*, base_url: str, api_key: str, timeout: float = 10.0) -> 
             raise _translate(exc, model=None, read_timeout=timeout) from None
 
 
-async def stream_reply(request: ReplyRequest) -> AsyncIterator[TextDelta | ReplyDone]:
-    """Stream one reply. Closing this generator early closes the upstream stream (stop)."""
+async def stream_reply(request: ReplyRequest) -> AsyncIterator[Accepted | TextDelta | ReplyDone]:
+    """Stream one reply: `Accepted` once the provider took the request, then text deltas, then
+    `ReplyDone`. Closing this generator early closes the upstream stream (stop)."""
     client = _client(
         base_url=request.base_url,
         api_key=request.api_key,
@@ -134,7 +144,7 @@ async def stream_reply(request: ReplyRequest) -> AsyncIterator[TextDelta | Reply
     started = False
     try:
         async for event in streamer(client, request):
-            started = True
+            started = started or event is not ACCEPTED
             yield event
     except (GeneratorExit, asyncio.CancelledError):
         raise
@@ -215,6 +225,7 @@ async def _stream_chat(client: openai.AsyncOpenAI, request: ReplyRequest):
     # as plain JSON. Building the SDK's typed chunk objects costs ~50 us a token, most of a
     # worker's CPU at 200 concurrent replies (bench/README.md), for three fields we read.
     async with client.chat.completions.with_streaming_response.create(**params) as response:
+        yield ACCEPTED
         async for data in _sse_data(response.iter_bytes()):
             if data.startswith(b"[DONE]"):
                 continue  # read to the end of the body, so the connection is reused
@@ -250,6 +261,7 @@ async def _stream_responses(client: openai.AsyncOpenAI, request: ReplyRequest):
     if request.reasoning_effort:
         params["reasoning"] = {"effort": request.reasoning_effort}
     stream = await client.responses.create(**params)
+    yield ACCEPTED
     async with stream:
         async for event in stream:
             kind = getattr(event, "type", "")

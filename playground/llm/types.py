@@ -13,7 +13,9 @@ class Usage:
     convention), so uncached input = prompt - cached - cache_write. `reported` is False when
     the provider never sent usage (a stream cut before its last chunk); `missing` names the
     fields the provider left out or sent as null, which we count as 0 but must not present
-    as a measured zero.
+    as a measured zero. `estimated` marks figures the app worked out itself for a billed
+    request that reported none (a stopped or cut stream): priced like reported usage, and
+    always shown as an estimate.
     """
 
     prompt_tokens: int = 0
@@ -23,6 +25,7 @@ class Usage:
     reasoning_tokens: int = 0
     reported: bool = True
     missing: tuple[str, ...] = field(default=())
+    estimated: bool = False
 
     @property
     def uncached_prompt_tokens(self) -> int:

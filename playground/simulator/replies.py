@@ -31,6 +31,11 @@ _FILLER = (
 )
 
 
+def count_tokens(text: str) -> int:
+    """How many of this simulator's output tokens `text` holds (one per whitespace-led word)."""
+    return len(_WORD.findall(text))
+
+
 def reply_tokens(mode: str, *, length: int, last_user_text: str, model: str, prompt_tokens: int) -> list[str]:
     """Return the reply's output tokens: ``length`` of them, or fewer in ``echo`` mode."""
     if mode == "numbered":

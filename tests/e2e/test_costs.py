@@ -137,17 +137,30 @@ def test_panel_totals_equal_the_export_and_only_the_owner_exports(app, sim):
     for text in ("a", "b", "c"):
         turn(user, sid, bid, text)
     sim.add_fault(cut_after_chunks=2)
-    turn(user, sid, bid, "cut")  # a request with no usage: counted, not priced
+    cut = turn(user, sid, bid, "cut")  # billed, no usage reported: estimated and priced
+    assert cut.status == "incomplete" and cut.usage["usage"].startswith("estimated")
+    cut_turn = int(app.query("SELECT id FROM chat_turn WHERE message_id = %s", (cut.id,))[0][0])
+    assert user.post(f"/turns/{cut_turn}/retry/").status_code == 204
+    assert last_reply(user.wait_idle(sid, bid)).status == "done"
+
     exported = user.get(f"/sessions/{sid}/export.json").json()
     turns = exported["turns"]
-    assert len(turns) == 4
+    assert len(turns) == 5 == len(chat_bodies(sim)), "one exported attempt per request the server saw"
     totals = exported["totals"]
-    assert totals["requests"] == 4 and totals["unpriced_turns"] == 1 and totals["usage_unreported"] == 1
+    assert totals["attempts"] == totals["requests"] == 5 and totals["unpriced_turns"] == 0
+    assert totals["usage_estimated"] == 1 and totals["usage_unreported"] == 0
     for field in ("prompt_tokens", "cached_tokens", "output_tokens"):
         assert totals["usage"][field] == sum(t["usage"][field] or 0 for t in turns)
     for field in ("actual", "uncached", "saved"):
         assert _dec(totals["cost"][field]) == sum(_dec(t["cost"][field]) for t in turns)
-    assert turns[-1]["cost"] == {"actual": None, "uncached": None, "saved": None}
+    estimated, retry = turns[3], turns[4]
+    assert (estimated["status"], estimated["usage_source"], estimated["attempt"]) == ("cut", "estimated", 1)
+    assert (retry["status"], retry["usage_source"], retry["attempt"]) == ("ok", "reported", 2)
+    assert estimated["reply_id"] == retry["reply_id"] == cut.id
+    assert _dec(estimated["cost"]["actual"]) > 0 and _dec(totals["cost"]["estimated"]) == _dec(estimated["cost"]["actual"])
+    # The same request ran to the end on retry: the estimate of its prompt is exact here.
+    assert estimated["usage"]["prompt_tokens"] == retry["usage"]["prompt_tokens"]
+    assert estimated["usage"]["cached_tokens"] >= 1024 and 1 <= estimated["usage"]["output_tokens"] <= 2
     assert turns[1]["usage"]["cached_tokens"] >= 1024 and _dec(turns[1]["cost"]["saved"]) > 0
     assert all(t["prompt_cache_key"] == turns[0]["prompt_cache_key"] for t in turns)
     assert exported["session"]["model"] == "gpt-4.1-mini"
@@ -157,12 +170,13 @@ def test_panel_totals_equal_the_export_and_only_the_owner_exports(app, sim):
     panel = user.get(f"/sessions/{sid}/panel/").text
     assert format_usd(_dec(totals["cost"]["actual"])) in panel
     assert format_usd(_dec(totals["cost"]["saved"])) in panel
-    assert "1 turn without a price" in panel
+    assert "1 request stopped or cut" in panel and format_usd(_dec(totals["cost"]["estimated"])) in panel
 
     csv_text = user.get(f"/sessions/{sid}/export.csv").text
     lines = csv_text.strip().splitlines()
-    assert lines[0].startswith("id,branch,created,model,prompt_cache_key,prompt_tokens")
-    assert len(lines) == 1 + 4 + 1 and lines[-1].startswith("TOTAL,4 requests")
+    assert lines[0].startswith("id,reply_id,attempt,status,reached_provider,billed,usage_source,branch,created,model")
+    assert len(lines) == 1 + 5 + 1 and lines[-1].startswith("TOTAL,,5 attempts,5 billed")
+    assert f",{cut.id},1,cut,yes,yes,estimated," in lines[4]
     assert lines[-1].endswith(",".join(totals["cost"][k] for k in ("actual", "uncached", "saved")))
 
     intruder = new_user(app)

@@ -123,7 +123,11 @@ def add_turns(chat, n: int, *, seed: int = 1, branches: list[Branch] | None = No
     turns = []
     for message in messages:
         at += timedelta(seconds=rng.choice([0, 0, 1, 45, 400, 3600]))
-        reported = rng.random() < 0.75
+        reported = rng.random() < 0.7
+        # Attempts the provider billed without reporting usage (stopped, cut), half of them
+        # estimated; and attempts it never billed (rate-limited, refused, unreachable).
+        billed = reported or rng.random() < 0.6
+        estimated = billed and not reported and rng.random() < 0.5
         state = rng.random()
         turn = Turn(
             message=message,
@@ -140,16 +144,21 @@ def add_turns(chat, n: int, *, seed: int = 1, branches: list[Branch] | None = No
             requested_at=None if state < 0.05 else at,
             finished_at=None if state < 0.1 else at + timedelta(seconds=2),
             usage_reported=reported,
+            usage_estimated=estimated,
+            billed=billed,
+            reached=billed or rng.random() < 0.5,
+            reply=message,
+            outcome=rng.choice(["ok", "stopped", "cut", "rate_limited", "error"]),
             fingerprint={"blocks": ["h"] * 20},
         )
-        if reported:
+        if reported or estimated:
             turn.prompt_tokens = rng.randint(0, 6000)
             turn.cached_tokens = rng.choice([None, rng.randint(0, turn.prompt_tokens)])
             turn.cache_write_tokens = rng.choice([None, 0, rng.randint(0, 64)])
             turn.output_tokens = rng.randint(0, 900)
             turn.reasoning_tokens = rng.choice([None, rng.randint(0, turn.output_tokens)])
         pricing = rng.random()
-        if reported and pricing < 0.8:
+        if (reported or estimated) and pricing < 0.8:
             turn.price_known = True
             turn.cost_actual, turn.cost_uncached = _amount(rng), _amount(rng)  # saved may be negative
             if pricing < 0.03:
@@ -202,6 +211,7 @@ def test_panel_equals_the_previous_computation(owner, chat, seed, slice_size, mo
     assert len(states) >= 2 and len(new.warmth) == len(KEYS)
     money = new.totals.money
     assert money.priced_count and money.unpriced_count and new.totals.unreported
+    assert new.totals.estimated and new.totals.estimated_cost and new.totals.not_billed
 
 
 def test_panel_totals_equal_the_sum_of_the_exported_turns(owner, chat):
@@ -210,29 +220,34 @@ def test_panel_totals_equal_the_sum_of_the_exported_turns(owner, chat):
     exported = export.export_json(costs.session_turns(session=chat))
     turns = exported["turns"]
     finished = Turn.objects.filter(session=chat, requested_at__isnull=False, finished_at__isnull=False)
-    assert len(turns) == finished.count() == panel.totals.requests
+    assert len(turns) == finished.count() == panel.totals.attempts
     assert exported["totals"] == export._totals(panel.totals)  # the file's TOTAL is the panel's
 
     t = panel.totals
-    reported = [turn for turn in turns if turn["usage_reported"]]
-    assert t.unreported == len(turns) - len(reported) > 0
+    billed = [turn for turn in turns if turn["billed"]]
+    assert t.requests == len(billed) and t.not_billed == len(turns) - len(billed) > 0
+    counted = [turn for turn in billed if turn["usage_source"] != "none"]
+    assert t.unreported == len(billed) - len(counted) > 0
     for name in export.USAGE_FIELDS:
-        assert getattr(t, name) == sum(turn["usage"][name] or 0 for turn in reported)
-    priced = [turn for turn in turns if turn["cost"]["actual"] is not None]
-    assert t.money.priced_count == len(priced) and t.money.unpriced_count == len(turns) - len(priced) > 0
+        assert getattr(t, name) == sum(turn["usage"][name] or 0 for turn in counted)
+    priced = [turn for turn in billed if turn["cost"]["actual"] is not None]
+    assert t.money.priced_count == len(priced) and t.money.unpriced_count == len(billed) - len(priced) > 0
     for name in ("actual", "uncached", "saved"):
         assert getattr(t.money, name) == sum(Decimal(turn["cost"][name]) for turn in priced)
+    estimated = [turn for turn in priced if turn["usage_source"] == "estimated"]
+    assert estimated and t.estimated_cost == sum(Decimal(turn["cost"]["actual"]) for turn in estimated)
+    assert all(turn["cost"]["actual"] is None for turn in turns if not turn["billed"]), "never billed: no cost"
     assert {turn["model"] for turn in turns} >= set(MODELS[:3])
     assert costs.DELETED_BRANCH in {turn["branch"] for turn in turns}
     # Per branch too: the panel's rows add up to its totals, and to the exported turns.
     for name, bt in panel.branches:
         mine = [turn for turn in turns if turn["branch"] == name]
-        assert bt.requests == len(mine)
-        assert bt.money.actual == sum((Decimal(x["cost"]["actual"]) for x in mine if x["cost"]["actual"]), Decimal(0))
+        assert bt.attempts == len(mine) and bt.requests == len([x for x in mine if x["billed"]])
+        assert bt.money.actual == sum((Decimal(x["cost"]["actual"]) for x in mine if x["billed"] and x["cost"]["actual"]), Decimal(0))
     assert sum(bt.requests for _, bt in panel.branches) == t.requests
 
     csv_lines = export.export_csv(costs.session_turns(session=chat)).strip().splitlines()
-    assert len(csv_lines) == 1 + len(turns) + 1 and csv_lines[-1].startswith(f"TOTAL,{t.requests} requests")
+    assert len(csv_lines) == 1 + len(turns) + 1 and csv_lines[-1].startswith(f"TOTAL,,{t.attempts} attempts,{t.requests} billed")
 
 
 def test_money_is_summed_exactly(owner, chat):
@@ -264,8 +279,12 @@ def test_empty_session_and_only_unpriced(owner, chat):
         assert new.chart == old.chart and new.warmth == old.warmth == []
     message = Message.objects.create(session=chat, depth=0, role="assistant")
     at = timezone.now()
-    Turn.objects.create(message=message, session=chat, user=chat.owner, provider="p", api="chat", model="m",
-                        requested_at=at, finished_at=at)
+    refused = Turn.objects.create(message=message, session=chat, user=chat.owner, provider="p", api="chat", model="m",
+                                  requested_at=at, finished_at=at, outcome="rate_limited", reached=True)
+    new = costs.session_panel(session=chat, now=at)
+    assert new.totals == reference_panel(chat, now=at).totals
+    assert new.totals.money.actual == 0 and new.totals.not_billed == 1 and new.totals.requests == 0, "a 429 costs nothing"
+    Turn.objects.filter(pk=refused.pk).update(billed=True, outcome="cut")
     new = costs.session_panel(session=chat, now=at)
     assert new.totals == reference_panel(chat, now=at).totals
     assert new.totals.money.actual is None and new.totals.money.unpriced_count == 1
@@ -327,7 +346,7 @@ def test_panel_cost_is_the_same_at_10_and_500_turns(owner):
     assert many[4].count("<rect class=\"bar-cached\"") == costs.CHART_TURNS
     assert "<dt>requests</dt><dd>%d</dd>" % costs.session_panel(session=big).totals.requests in many[4]
     # The exports still list every turn (they are downloads, and may cost O(turns)).
-    assert len(costs.session_turns(session=big).rows) == costs.session_panel(session=big).totals.requests
+    assert len(costs.session_turns(session=big).rows) == costs.session_panel(session=big).totals.attempts
 
 
 def test_panel_never_reads_fingerprints(owner, chat):
