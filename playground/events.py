@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 HTML_EVENT = "session.html"  # handled by SessionConsumer.session_html
 TURN_ENDED_EVENT = "session.turn_ended"  # handled by SessionConsumer.session_turn_ended
+TURN_PROGRESS_EVENT = "session.turn_progress"  # handled by SessionConsumer.session_turn_progress
 STOP_EVENT = "turn.stop"
 LIVE_TTL_SECONDS = 3600
 
@@ -100,6 +101,15 @@ async def turn_ended(session_id: int, message_id: int, turn_id: int) -> None:
     await _session_send(
         session_id, {"type": TURN_ENDED_EVENT, "message_id": message_id, "turn_id": turn_id, "end": uuid.uuid4().hex}
     )
+
+
+async def turn_progress(session_id: int) -> None:
+    """Tell the session's tabs that its streaming replies grew (once a checkpoint tick).
+
+    Like `turn_ended`, not HTML: the web process holding the tabs renders the cost panel's
+    in-progress rows from what the checkpoint just saved, once per process and tick, so
+    every tab shows the same running estimate."""
+    await _session_send(session_id, {"type": TURN_PROGRESS_EVENT, "tick": uuid.uuid4().hex})
 
 
 def turn_ended_sync(session_id: int, message_id: int, turn_id: int) -> None:

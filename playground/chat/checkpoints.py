@@ -30,6 +30,8 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Case, TextField, Value, When
 from django.utils import timezone
 
+from playground import events
+
 from .models import Message, Turn
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class Entry:
     text: Callable[[], str]  # the reply's text so far
     on_stop: Callable[[], None]  # called once when the database says "stop"
     saved_len: int = -1
+    session_id: int | None = None  # set: the session's cost panel is told the reply grew
 
 
 def save(texts: dict[int, str], beat_turns: list[int], check_turns: list[int]) -> set[int]:
@@ -144,11 +147,18 @@ class Checkpointer:
                     logger.warning("message %s: partial text not saved", pk)
         if beat:
             self._last_beat = now
+        grown = set()
         for entry in entries:
             if entry.message_id in texts:
                 entry.saved_len = len(texts[entry.message_id])
+                if entry.session_id is not None:
+                    grown.add(entry.session_id)
             if entry.turn_id in stopped and entry.turn_id in self._entries:
                 entry.on_stop()
+        # The live panel follows the saved text: once a tick (PLAYGROUND_SAVE_INTERVAL), per
+        # session whose replies grew, never per token.
+        for session_id in grown:
+            await events.turn_progress(session_id)
 
 
 def reconnect() -> None:

@@ -57,6 +57,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self.session_html(message)
         elif message["type"] == events.TURN_ENDED_EVENT:
             await self.session_turn_ended(message)  # its render cleans up its own connection (aio.db)
+        elif message["type"] == events.TURN_PROGRESS_EVENT:
+            await self.session_turn_progress(message)
         else:
             await super().dispatch(message)
 
@@ -102,7 +104,14 @@ class SessionConsumer(AsyncWebsocketConsumer):
     async def session_turn_ended(self, event):
         """A turn ended: send its final message and the session's cost panel, rendered here,
         once for every tab of this process (events.turn_ended says why not by the job)."""
-        html = await _turn_ended_html(self.session_id, event["message_id"], event["end"])
+        html = await _shared_render(event["end"], _render_turn_ended, self.session_id, event["message_id"])
+        if html:
+            await self.send(text_data=html)
+
+    async def session_turn_progress(self, event):
+        """Streaming replies grew: send the cost panel's in-progress rows, rendered here once
+        per process and tick for every tab of the session."""
+        html = await _shared_render(event["tick"], _render_progress, self.session_id)
         if html:
             await self.send(text_data=html)
 
@@ -134,12 +143,22 @@ async def _render_turn_ended(session_id: int, message_id: int) -> str | None:
         return None
 
 
-async def _turn_ended_html(session_id: int, message_id: int, end: str) -> str | None:
+async def _render_progress(session_id: int) -> str | None:
+    try:
+        return await db(rendering.live_turns)(session_id=session_id)
+    except Exception:  # noqa: BLE001 - a running estimate skipped; the next tick sends another
+        logger.exception("live panel of session %s not rendered", session_id)
+        return None
+
+
+async def _shared_render(key: str, render, *args) -> str | None:
+    """One render per publication (`key`) for every tab of this process."""
     loop = asyncio.get_running_loop()
     renders = _ended.setdefault(loop, {})
-    task = renders.get(end)
+    task = renders.get(key)
+    end = key
     if task is None:
-        task = renders[end] = loop.create_task(_render_turn_ended(session_id, message_id))
+        task = renders[end] = loop.create_task(render(*args))
 
         def done(t: asyncio.Task) -> None:
             if t.cancelled() or t.result() is None:
@@ -149,6 +168,10 @@ async def _turn_ended_html(session_id: int, message_id: int, end: str) -> str | 
 
         task.add_done_callback(done)
     return await asyncio.shield(task)
+
+
+async def _turn_ended_html(session_id: int, message_id: int, end: str) -> str | None:
+    return await _shared_render(end, _render_turn_ended, session_id, message_id)
 
 
 def _snapshot(message) -> str | None:

@@ -446,19 +446,68 @@ def key_warmth(*, session: ChatSession, now: datetime | None = None) -> list[Key
 
 
 @dataclass(frozen=True)
+class LiveTurn:
+    """A reply still streaming, as the panel's in-progress row shows it: prompt and cached
+    forecast when the provider took the request, output counted from the text saved so far,
+    and the running cost of those figures. Replaced by the turn's own figures when it ends."""
+
+    turn_id: int
+    branch: str
+    prompt_tokens: int | None
+    cached_tokens: int | None
+    output_tokens: int
+    cost: TurnCost
+
+
+def live_turns(*, session: ChatSession) -> list[LiveTurn]:
+    """The session's replies in flight, oldest first (one query; a tokenizer pass over each
+    reply's saved text, at most once a checkpoint tick)."""
+    from playground.caching.pricing import turn_cost
+    from playground.llm.types import Usage
+    from playground.providers.registry import providers
+
+    from . import insight
+
+    rows = (
+        Turn.objects.filter(session=session, finished_at__isnull=True, requested_at__isnull=False)
+        .filter(message__status__in=["pending", "streaming"])
+        .order_by("requested_at", "id")
+        .values_list("id", "branch__name", "provider", "model", "requested_at", "prompt_tokens", "cached_tokens", "message__content")
+    )
+    found = []
+    known = providers()
+    for pk, branch, slug, model, at, prompt, cached, text in rows:
+        provider = known.get(slug)
+        try:
+            output = insight.output_tokens(provider=provider, model=model, text=text) if provider else 0
+        except Exception:  # noqa: BLE001 - e.g. llama's tokenizer down: a rough count
+            output = len(text.split())
+        if prompt is not None:
+            price_provider = provider.price_provider if provider else "openai"
+            usage = Usage(prompt_tokens=prompt, cached_tokens=cached or 0, output_tokens=output, reported=False, estimated=True)
+            cost = turn_cost(usage=usage, model=model, provider_id=price_provider, at=at)
+        else:
+            cost = TurnCost.unknown("not yet known")
+        found.append(LiveTurn(pk, branch or DELETED_BRANCH, prompt, cached, output, cost))
+    return found
+
+
+@dataclass(frozen=True)
 class Panel:
     session: ChatSession
     totals: Totals
     branches: list[tuple[str, Totals]]
     chart: Chart
     warmth: list[KeyWarmth]
+    live: list[LiveTurn] = field(default_factory=list)
 
 
 def session_panel(*, session: ChatSession, now: datetime | None = None) -> Panel:
-    """The cost panel: four queries, whatever the number of turns, and no Turn objects.
+    """The cost panel: five queries, whatever the number of turns, and no Turn objects.
 
     Per-branch sums in one GROUP BY (branches in the order of their first request; the
-    session's totals are their sum), the chart's last turns, and the key warmth (two).
+    session's totals are their sum), the chart's last turns, the key warmth (two), and the
+    replies still streaming (the in-progress rows).
     """
     groups = (
         _finished(session=session)
@@ -473,6 +522,7 @@ def session_panel(*, session: ChatSession, now: datetime | None = None) -> Panel
         branches=[(name, sums.totals()) for name, sums in branches],
         chart=chart_of(recent_reported(session=session)),
         warmth=key_warmth(session=session, now=now),
+        live=live_turns(session=session),
     )
 
 

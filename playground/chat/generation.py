@@ -214,12 +214,27 @@ def _finish(job: Job, outcome: Outcome, text: str, insight_: insight.TurnInsight
     api_key_touch(key_ref=job.key_ref)
 
 
+def _forecast(job: Job) -> None:
+    """The live panel's prompt and cached figures for a reply in flight: the local tokenizer's
+    count of the request and the cache model's prediction for it, stored on the turn while it
+    streams (the reply's end overwrites them with reported or estimated usage)."""
+    figures = insight.turn_forecast(
+        user_id=job.user_id, requested_at=job.requested_at, provider=job.provider, request=job.request, turn_id=job.turn_id
+    )
+    if figures is not None:
+        prompt, cached = figures
+        Turn.objects.filter(pk=job.turn_id, finished_at__isnull=True).update(prompt_tokens=prompt, cached_tokens=cached)
+
+
 async def _consume(job: Job, stream: events.DeltaStream, outcome: Outcome) -> None:
-    """Relay the reply. Saving the text so far is the loop's checkpointer's job."""
+    """Relay the reply. Saving the text so far is the loop's checkpointer's job; the live
+    panel's forecast runs beside the stream once the provider has taken the request."""
+    forecast = None
     try:
         async for event in stream_reply(job.request):
             if isinstance(event, Accepted):
                 outcome.accepted = True
+                forecast = asyncio.ensure_future(db(_forecast)(job))
             elif isinstance(event, TextDelta):
                 if outcome.first_token_at is None:
                     outcome.first_token_at = time.monotonic()
@@ -229,6 +244,9 @@ async def _consume(job: Job, stream: events.DeltaStream, outcome: Outcome) -> No
     except UpstreamError as exc:
         outcome.error = exc
         logger.info("turn %s failed upstream: %s (status %s)", job.turn_id, exc.kind, exc.status)
+    finally:
+        if forecast is not None and not forecast.done():
+            forecast.cancel()  # the reply is over: its end stores the figures
 
 
 async def _watch(job: Job, stop: asyncio.Event) -> None:
@@ -285,7 +303,10 @@ async def generation_run(turn_id: int) -> None:
     stopper = asyncio.create_task(stop.wait())
     checkpointer = checkpoints.for_loop(db)
     checkpointer.register(
-        checkpoints.Entry(turn_id=job.turn_id, message_id=job.message_id, text=lambda: stream.text, on_stop=stop.set)
+        checkpoints.Entry(
+            turn_id=job.turn_id, message_id=job.message_id, text=lambda: stream.text, on_stop=stop.set,
+            session_id=job.session_id,
+        )
     )
     try:
         await asyncio.wait({consumer, stopper}, return_when=asyncio.FIRST_COMPLETED)

@@ -222,6 +222,30 @@ def turn_explain(
     return TurnInsight(columns, estimate)
 
 
+def turn_forecast(
+    *, turn_id: int, user_id: int, requested_at: datetime, provider: Provider, request: ReplyRequest
+) -> tuple[int, int] | None:
+    """(prompt tokens, expected cached tokens) of a request in flight, for the live panel:
+    the same count and prediction a stopped reply's estimate uses, recording nothing (no
+    slot move, no rate count). None when the tokenizer is unavailable."""
+    try:
+        messages = request_messages(api=request.api, system_prompt=request.system_prompt, messages=request.messages)
+        fp, tokens = fingerprint(
+            provider=provider, model=request.model, messages=messages, org=org_of(provider=provider, api_key=request.api_key),
+            prompt_cache_key=request.prompt_cache_key, sent_at=requested_at.timestamp(), lifetime=lifetime_of(request.extra_body),
+        )
+        exact = None
+        if tokens is not None:
+            slot = django_cache.get(SLOT_CACHE_PREFIX + provider.slug)
+            exact = predict_exact(tokens, slot) if slot else 0
+        earlier = history(provider=provider, user_id=user_id, before=requested_at, exclude_turn=turn_id)
+        prediction = predict(rules=rules_of(provider), upcoming=fp, history=earlier, now=fp.sent_at, exact_prefix=exact)
+        return fp.token_count, min(prediction.expected_cached, fp.token_count)
+    except Exception:  # noqa: BLE001 - a live figure is a bonus
+        logger.warning("no live forecast for turn %s", turn_id)
+        return None
+
+
 # --- before sending: the composer's prediction ------------------------------------------------
 
 

@@ -36,6 +36,12 @@ def panel(*, session_id: int) -> str:
     return render_to_string(f"{TEMPLATE}#panel", {"chat": chat, "panel": costs.session_panel(session=chat), "oob": True})
 
 
+def live_turns(*, session_id: int) -> str:
+    """The cost panel's in-progress rows (out of band): pushed once a checkpoint tick."""
+    chat = ChatSession(pk=session_id)
+    return render_to_string(f"{TEMPLATE}#live-turns", {"chat": chat, "live": costs.live_turns(session=chat), "oob": True})
+
+
 def turn_ended(*, message_id: int, session_id: int) -> str:
     """A finished (or failed, stopped, swept) turn and the session's updated cost panel."""
     return message_replaced(message_id=message_id) + panel(session_id=session_id)

@@ -45,6 +45,14 @@ def test_stop_keeps_partial_text_and_closes_the_upstream_stream(page, server, si
     words = text.split()
     assert 6 <= len(words) < n, f"partial text not kept as it was: {text!r}"
     assert is_numbered_prefix(" " + text), text
+    # The stopped attempt was billed: the turn and the cost panel count it, live, estimated.
+    expect(assistant.locator(".usage .badge", has_text="estimated")).to_be_visible()
+    output = int(assistant.locator(".usage div", has=page.locator("dt", has_text="output")).locator("dd").inner_text())
+    assert output == len(words), "the output estimate counts the text received"
+    panel = page.locator("section.panel")
+    expect(panel.locator(".estimated-part")).to_contain_text("1 request stopped or cut")
+    expect(panel.locator(".stats div", has=page.locator("dt", has_text="requests")).locator("dd")).to_have_text("1")
+    expect(panel.locator(".stats div", has=page.locator("dt", has_text="cost")).first.locator("dd")).not_to_have_text("$0.00")
     shot(page, "stopped")
 
     # Upstream, the stream was abandoned: give it the time it would have needed to finish,

@@ -189,3 +189,47 @@ def test_panel_totals_equal_the_export_and_only_the_owner_exports(app, sim):
 
     account = user.get("/account/").text
     assert format_usd(_dec(totals["cost"]["actual"])) in account
+
+
+LIVE_ROW_RE = re.compile(
+    r'<tr id="live-turn-(\d+)"><td>[^<]*</td>\s*<td>(\d+|…)</td><td class="cached">(\d+|…)</td><td class="live-output">(\d+)</td>'
+)
+
+
+def test_the_panel_shows_a_streaming_reply_live_in_every_tab(app, sim):
+    """While a reply streams, every tab gets the panel's in-progress row, a few times a second
+    at most (not per token), with prompt and cached forecast at send and the output growing;
+    when the reply ends, the panel carries its own figures instead."""
+    user = new_user(app)
+    sid, bid = user.new_session(provider="simulator", system_prompt=LONG_PROMPT)
+    turn(user, sid, bid, "warm the cache")
+    n, rate = 40, 10  # 4 s of streaming
+    sim.configure(reply_mode="numbered", reply_tokens=n, tokens_per_second=rate)
+
+    async def tab(ws):
+        return await collect(ws, until='id="cost-panel-', timeout=30)
+
+    async def run():
+        async with user.socket(sid) as first, user.socket(sid) as second:
+            user.send(sid, bid, "count slowly")
+            return await asyncio.gather(tab(first), tab(second))
+
+    tabs = asyncio.run(run())
+    seen = []
+    for frames in tabs:
+        rows = [LIVE_ROW_RE.findall(f) for f in frames if 'id="live-turns-' in f]
+        rows = [r[0] for r in rows if r]
+        assert len(rows) >= 2, "the in-progress row is pushed while the reply streams"
+        assert len(rows) <= n / rate / 0.5 + 2, f"at a modest rate, not per token: {len(rows)} pushes for {n} tokens"
+        outputs = [int(r[3]) for r in rows]
+        assert outputs == sorted(outputs) and outputs[-1] > outputs[0] > 0, outputs
+        assert all(r[1] != "…" and int(r[1]) > 1024 and int(r[2]) >= 1024 for r in rows[1:]), rows
+        seen.append(rows)
+    first_rows, second_rows = seen
+    assert set(first_rows) & set(second_rows), "the tabs show the same running figures"
+    # The end: the panel is pushed with the turn's own figures and no row in progress.
+    final_panel = tabs[0][-1][tabs[0][-1].index('id="cost-panel-'):]
+    assert "live-turn-" not in final_panel
+    reply = last_reply(user.page(sid, bid))
+    prompt = reply.number("prompt")
+    assert any(int(r[1]) == prompt for r in first_rows[1:]), (prompt, first_rows)

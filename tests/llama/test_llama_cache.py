@@ -198,3 +198,57 @@ def test_a_fork_reads_the_shared_prefix_from_llama_cache_on_its_first_turn(llama
     assert shown["cached"] >= 1200, f"the fork's first turn should read the shared prefix from cache: {shown}"
     keys = llama_app.query("SELECT prompt_cache_key FROM chat_turn WHERE session_id = %s", (session_id,))
     assert len({k for (k,) in keys}) == 1, "session scope: both branches send the same key"
+
+
+LONG_ANSWER = "List facts 1 to 45 exactly as written above, one per line."
+
+
+def _stop_when_streaming(user, llama_app, session_id: int, branch_id: int, timeout: float = 180) -> int:
+    """Wait until the branch's reply shows text, then press Stop; returns the reply's id."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        page = user.page(session_id, branch_id)
+        found = re.search(r'<article class="msg msg-assistant status-streaming" id="msg-(\d+)">.*?<div class="msg-body live"[^>]*>([^<]+)</div>', page, re.S)
+        if found:
+            message_id = int(found.group(1))
+            (turn_id,), = llama_app.query("SELECT id FROM chat_turn WHERE message_id = %s", (message_id,))
+            assert user.post(f"/turns/{turn_id}/stop/").status_code == 204
+            return message_id
+        time.sleep(0.05)
+    raise AssertionError("the reply never streamed")
+
+
+def test_a_stopped_reply_is_estimated_within_one_percent_of_what_llama_reports(llama_app, llama_server):
+    """Stop a reply on the real server, then run the very same request to the end from the
+    same slot state (a second session replaying the first exchange at temperature 0): the
+    stopped attempt's estimated prompt and cached tokens must match what llama.cpp reports
+    for that request within 1%."""
+    user = UserClient(llama_app).signup(f"llama_est_{secrets.token_hex(4)}")
+    settings = dict(provider=PROVIDER_SLUG, model=ALIAS, system_prompt=SYSTEM_PROMPT, max_output_tokens=400, temperature=0)
+    figures = []
+    for run in ("stopped", "to the end"):
+        session_id, branch_id = user.new_session()
+        user.update_settings(session_id, **settings)
+        user.send(session_id, branch_id, QUESTIONS[0])
+        user.wait_idle(session_id, branch_id, timeout=180)
+        user.send(session_id, branch_id, LONG_ANSWER)
+        if run == "stopped":
+            _stop_when_streaming(user, llama_app, session_id, branch_id)
+        page = user.wait_idle(session_id, branch_id, timeout=240)
+        status, _mid, body = ASSISTANT_RE.findall(page)[-1]
+        (estimated, reported), = llama_app.query(
+            "SELECT usage_estimated, usage_reported FROM chat_turn WHERE message_id = %s", (int(_mid),)
+        )
+        shown = _usage(body)
+        assert ('badge warn">estimated</span>' in body) is (run == "stopped"), body
+        figures.append((status, bool(estimated), bool(reported), shown))
+    (s_status, s_est, s_rep, stopped), (f_status, f_est, f_rep, full) = figures
+    assert (s_status, s_est, s_rep) == ("stopped", True, False), figures[0]
+    assert (f_status, f_est, f_rep) == ("done", False, True), figures[1]
+    assert abs(stopped["prompt"] - full["prompt"]) <= 0.01 * full["prompt"], (stopped, full)
+    assert abs(stopped["cached"] - full["cached"]) <= 0.01 * full["cached"], (stopped, full)
+    assert full["cached"] >= 1000 and 0 < stopped["output"] < full["output"], (stopped, full)
+    print(
+        f"\nllama estimate: stopped prompt={stopped['prompt']} cached={stopped['cached']} output={stopped['output']}; "
+        f"reported to the end prompt={full['prompt']} cached={full['cached']} output={full['output']}"
+    )

@@ -342,7 +342,7 @@ def test_panel_cost_is_the_same_at_10_and_500_turns(owner):
     add_turns(big, 500)
     many = _panel_cost(big, owner)
 
-    assert few[:4] == many[:4] == (4, 0, 2, 0), "4 queries for the panel, 2 for the account, no Turn objects"
+    assert few[:4] == many[:4] == (5, 0, 2, 0), "5 queries for the panel, 2 for the account, no Turn objects"
     assert many[4].count("<rect class=\"bar-cached\"") == costs.CHART_TURNS
     assert "<dt>requests</dt><dd>%d</dd>" % costs.session_panel(session=big).totals.requests in many[4]
     # The exports still list every turn (they are downloads, and may cost O(turns)).
@@ -354,7 +354,28 @@ def test_panel_never_reads_fingerprints(owner, chat):
     with CaptureQueriesContext(connection) as captured:
         costs.session_panel(session=chat)
     sqls = [q["sql"] for q in captured.captured_queries]
-    assert len(sqls) == 4 and not [sql for sql in sqls if "fingerprint" in sql]
+    assert len(sqls) == 5 and not [sql for sql in sqls if "fingerprint" in sql]
+
+
+def test_a_streaming_reply_is_an_in_progress_row_with_a_running_estimate(owner, chat):
+    """Prompt and cached as forecast when the provider took the request, output counted from
+    the text saved so far, priced; finished turns are not in progress."""
+    branch = chat.branches.get()
+    at = timezone.now()
+    streaming = Message.objects.create(session=chat, depth=0, role="assistant", status="streaming", content=" 1 2 3 4 5")
+    Turn.objects.create(message=streaming, reply=streaming, session=chat, branch=branch, user=owner, provider="openai",
+                        api="chat", model="gpt-4o-mini", requested_at=at, prompt_tokens=2048, cached_tokens=1024)
+    done = Message.objects.create(session=chat, depth=1, role="assistant", content="x")
+    Turn.objects.create(message=done, reply=done, session=chat, branch=branch, user=owner, provider="openai", api="chat",
+                        model="gpt-4o-mini", requested_at=at, finished_at=at, usage_reported=True)
+    (row,) = costs.session_panel(session=chat).live
+    assert (row.branch, row.prompt_tokens, row.cached_tokens) == ("main", 2048, 1024)
+    from playground.tokens import encoding_for_model
+
+    assert row.output_tokens == len(encoding_for_model("gpt-4o-mini").encode_ordinary(" 1 2 3 4 5")) > 0
+    assert row.cost.known and row.cost.actual > 0
+    html = render_to_string("chat/session.html#live-turns", {"chat": chat, "live": [row], "oob": True})
+    assert 'id="live-turns-%d" hx-swap-oob="true"' % chat.pk in html and "estimated" in html and ">2048<" in html
 
 
 # --- the same on PostgreSQL -------------------------------------------------------------------
