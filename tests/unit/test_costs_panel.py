@@ -375,7 +375,7 @@ def test_a_streaming_reply_is_an_in_progress_row_with_a_running_estimate(owner, 
     assert row.output_tokens == len(encoding_for_model("gpt-4o-mini").encode_ordinary(" 1 2 3 4 5")) > 0
     assert row.cost.known and row.cost.actual > 0
     html = render_to_string("chat/session.html#live-turns", {"chat": chat, "live": [row], "oob": True})
-    assert 'id="live-turns-%d" hx-swap-oob="true"' % chat.pk in html and "estimated" in html and ">2048<" in html
+    assert 'id="live-turns-%d" hx-swap-oob="outerHTML"' % chat.pk in html and "estimated" in html and ">2048<" in html
 
 
 # --- the same on PostgreSQL -------------------------------------------------------------------
