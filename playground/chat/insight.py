@@ -148,6 +148,21 @@ def rate_watch() -> RateWatch:
 # --- after a reply: store the fingerprint, explain the outcome -------------------------------
 
 
+def _sent(*, provider: Provider, request: ReplyRequest, requested_at: datetime) -> tuple[Fingerprint, list[int] | None, int | None]:
+    """The fingerprint of a request as sent, its exact tokens (llama) and, for llama, the
+    prefix it shares with the slot's last prompt and reply."""
+    messages = request_messages(api=request.api, system_prompt=request.system_prompt, messages=request.messages)
+    fp, tokens = fingerprint(
+        provider=provider, model=request.model, messages=messages, org=org_of(provider=provider, api_key=request.api_key),
+        prompt_cache_key=request.prompt_cache_key, sent_at=requested_at.timestamp(), lifetime=lifetime_of(request.extra_body),
+    )
+    exact = None
+    if tokens is not None:
+        slot = django_cache.get(SLOT_CACHE_PREFIX + provider.slug)
+        exact = predict_exact(tokens, slot) if slot else 0
+    return fp, tokens, exact
+
+
 @dataclass(frozen=True)
 class TurnInsight:
     """What a finished turn learns after its reply: the Turn columns to store with its end
@@ -185,17 +200,10 @@ def turn_explain(
     try:
         rules = rules_of(provider)
         sent_at = requested_at.timestamp()
-        messages = request_messages(api=request.api, system_prompt=request.system_prompt, messages=request.messages)
-        fp, tokens = fingerprint(
-            provider=provider, model=request.model, messages=messages, org=org_of(provider=provider, api_key=request.api_key),
-            prompt_cache_key=request.prompt_cache_key, sent_at=sent_at, lifetime=lifetime_of(request.extra_body),
-        )
+        fp, tokens, exact = _sent(provider=provider, request=request, requested_at=requested_at)
         earlier = history(provider=provider, user_id=user_id, before=requested_at, exclude_turn=turn_id)
-        exact = None
         reply_count = None
         if tokens is not None:
-            slot = django_cache.get(SLOT_CACHE_PREFIX + provider.slug)
-            exact = predict_exact(tokens, slot) if slot else 0
             reply_tokens = llama.text_tokens(base_url=provider.base_url, text=reply) if reply else []
             reply_count = len(reply_tokens)
             django_cache.set(SLOT_CACHE_PREFIX + provider.slug, tokens + reply_tokens, None)
@@ -229,15 +237,7 @@ def turn_forecast(
     the same count and prediction a stopped reply's estimate uses, recording nothing (no
     slot move, no rate count). None when the tokenizer is unavailable."""
     try:
-        messages = request_messages(api=request.api, system_prompt=request.system_prompt, messages=request.messages)
-        fp, tokens = fingerprint(
-            provider=provider, model=request.model, messages=messages, org=org_of(provider=provider, api_key=request.api_key),
-            prompt_cache_key=request.prompt_cache_key, sent_at=requested_at.timestamp(), lifetime=lifetime_of(request.extra_body),
-        )
-        exact = None
-        if tokens is not None:
-            slot = django_cache.get(SLOT_CACHE_PREFIX + provider.slug)
-            exact = predict_exact(tokens, slot) if slot else 0
+        fp, _tokens, exact = _sent(provider=provider, request=request, requested_at=requested_at)
         earlier = history(provider=provider, user_id=user_id, before=requested_at, exclude_turn=turn_id)
         prediction = predict(rules=rules_of(provider), upcoming=fp, history=earlier, now=fp.sent_at, exact_prefix=exact)
         return fp.token_count, min(prediction.expected_cached, fp.token_count)
