@@ -156,9 +156,9 @@ class Checkpointer:
             if entry.turn_id in stopped and entry.turn_id in self._entries:
                 entry.on_stop()
         # The live panel follows the saved text: once a tick (PLAYGROUND_SAVE_INTERVAL), per
-        # session whose replies grew, never per token.
-        for session_id in grown:
-            await events.turn_progress(session_id)
+        # session whose replies grew, never per token; sent together, not one round trip
+        # after another (each is best effort and never raises).
+        await asyncio.gather(*(events.turn_progress(session_id) for session_id in grown))
 
 
 def reconnect() -> None:

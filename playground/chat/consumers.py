@@ -104,7 +104,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
     async def session_turn_ended(self, event):
         """A turn ended: send its final message and the session's cost panel, rendered here,
         once for every tab of this process (events.turn_ended says why not by the job)."""
-        html = await _shared_render(event["end"], _render_turn_ended, self.session_id, event["message_id"])
+        html = await _turn_ended_html(self.session_id, event["message_id"], event["end"])
         if html:
             await self.send(text_data=html)
 
@@ -116,13 +116,14 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=html)
 
 
-# Renders of a turn's end in progress or just done, per event loop and by publication (the
-# event's `end`: a retry ends the same message again, and a swept turn may be ended again by
-# its job): the tabs of one session in this process share one render (a task of its own, so
-# a tab that closes meanwhile does not cancel it for the others). Kept a few seconds, for
-# tabs whose event comes later; a failed render is not kept, so the next tab tries again.
+# Renders in progress or just done, per event loop and by publication (a turn end's `end`: a
+# retry ends the same message again, and a swept turn may be ended again by its job; a
+# progress tick's `tick`): the tabs of one session in this process share one render (a task
+# of its own, so a tab that closes meanwhile does not cancel it for the others). Kept a few
+# seconds, for tabs whose event comes later; a failed render is not kept, so the next tab
+# tries again.
 _ENDED_KEEP_SECONDS = 5.0
-_ended: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Task]]" = weakref.WeakKeyDictionary()
+_renders: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Task]]" = weakref.WeakKeyDictionary()
 
 
 def _turn_ended_render(session_id: int, message_id: int) -> str | None:
@@ -154,17 +155,16 @@ async def _render_progress(session_id: int) -> str | None:
 async def _shared_render(key: str, render, *args) -> str | None:
     """One render per publication (`key`) for every tab of this process."""
     loop = asyncio.get_running_loop()
-    renders = _ended.setdefault(loop, {})
+    renders = _renders.setdefault(loop, {})
     task = renders.get(key)
-    end = key
     if task is None:
-        task = renders[end] = loop.create_task(render(*args))
+        task = renders[key] = loop.create_task(render(*args))
 
         def done(t: asyncio.Task) -> None:
             if t.cancelled() or t.result() is None:
-                renders.pop(end, None)
+                renders.pop(key, None)
             else:
-                loop.call_later(_ENDED_KEEP_SECONDS, renders.pop, end, None)
+                loop.call_later(_ENDED_KEEP_SECONDS, renders.pop, key, None)
 
         task.add_done_callback(done)
     return await asyncio.shield(task)

@@ -33,8 +33,10 @@ from django.db.models import BigIntegerField, Count, F, Max, Min, Q, QuerySet, S
 from django.db.models.functions import Cast, Round
 from django.utils import timezone
 
-from playground.caching.pricing import CostTotals, TurnCost, cost_totals, stored_cost, sum_costs
+from playground.caching.pricing import CostTotals, TurnCost, cost_totals, stored_cost, sum_costs, turn_cost
+from playground.providers.registry import providers
 
+from . import insight
 from .models import ChatSession, Turn
 
 # OpenAI keeps an idle prefix 5-10 minutes in memory (up to an hour off-peak); extended
@@ -462,12 +464,6 @@ class LiveTurn:
 def live_turns(*, session: ChatSession) -> list[LiveTurn]:
     """The session's replies in flight, oldest first (one query; a tokenizer pass over each
     reply's saved text, at most once a checkpoint tick)."""
-    from playground.caching.pricing import turn_cost
-    from playground.llm.types import Usage
-    from playground.providers.registry import providers
-
-    from . import insight
-
     rows = (
         Turn.objects.filter(session=session, finished_at__isnull=True, requested_at__isnull=False)
         .filter(message__status__in=["pending", "streaming"])
@@ -483,9 +479,8 @@ def live_turns(*, session: ChatSession) -> list[LiveTurn]:
         except Exception:  # noqa: BLE001 - e.g. llama's tokenizer down: a rough count
             output = len(text.split())
         if prompt is not None:
-            price_provider = provider.price_provider if provider else "openai"
-            usage = Usage(prompt_tokens=prompt, cached_tokens=cached or 0, output_tokens=output, reported=False, estimated=True)
-            cost = turn_cost(usage=usage, model=model, provider_id=price_provider, at=at)
+            usage = insight.estimate_usage(prompt_tokens=prompt, expected_cached=cached or 0, output_tokens=output)
+            cost = turn_cost(usage=usage, model=model, provider_id=provider.price_provider if provider else "openai", at=at)
         else:
             cost = TurnCost.unknown("not yet known")
         found.append(LiveTurn(pk, branch or DELETED_BRANCH, prompt, cached, output, cost))

@@ -46,6 +46,8 @@ class Job:
     requested_at: object
     key_ref: str
     user_id: int
+    # The request's fingerprint, once the live forecast has worked it out (the end reuses it).
+    sent: insight.Sent | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -158,7 +160,7 @@ def _explain(job: Job, outcome: Outcome, text: str) -> insight.TurnInsight:
         return insight.TurnInsight()
     return insight.turn_explain(
         turn_id=job.turn_id, user_id=job.user_id, requested_at=job.requested_at, provider=job.provider,
-        request=job.request, reply=text, usage=usage, billed=outcome.accepted,
+        request=job.request, reply=text, usage=usage, billed=outcome.accepted, sent=job.sent,
     )
 
 
@@ -218,12 +220,14 @@ def _forecast(job: Job) -> None:
     """The live panel's prompt and cached figures for a reply in flight: the local tokenizer's
     count of the request and the cache model's prediction for it, stored on the turn while it
     streams (the reply's end overwrites them with reported or estimated usage)."""
-    figures = insight.turn_forecast(
+    forecast = insight.turn_forecast(
         user_id=job.user_id, requested_at=job.requested_at, provider=job.provider, request=job.request, turn_id=job.turn_id
     )
-    if figures is not None:
-        prompt, cached = figures
-        Turn.objects.filter(pk=job.turn_id, finished_at__isnull=True).update(prompt_tokens=prompt, cached_tokens=cached)
+    if forecast is not None:
+        job.sent = forecast.sent
+        Turn.objects.filter(pk=job.turn_id, finished_at__isnull=True).update(
+            prompt_tokens=forecast.prompt_tokens, cached_tokens=forecast.cached_tokens
+        )
 
 
 async def _consume(job: Job, stream: events.DeltaStream, outcome: Outcome) -> None:

@@ -148,19 +148,26 @@ def rate_watch() -> RateWatch:
 # --- after a reply: store the fingerprint, explain the outcome -------------------------------
 
 
-def _sent(*, provider: Provider, request: ReplyRequest, requested_at: datetime) -> tuple[Fingerprint, list[int] | None, int | None]:
-    """The fingerprint of a request as sent, its exact tokens (llama) and, for llama, the
-    prefix it shares with the slot's last prompt and reply."""
+Sent = tuple[Fingerprint, "list[int] | None"]  # a request's fingerprint, and its exact tokens (llama)
+
+
+def request_fingerprint(*, provider: Provider, request: ReplyRequest, requested_at: datetime) -> Sent:
+    """The fingerprint of a request as it was sent (a pure function of the request and its
+    time), with llama's exact tokens: worked out once per turn, by the live forecast when it
+    ran, and reused by the end's explanation."""
     messages = request_messages(api=request.api, system_prompt=request.system_prompt, messages=request.messages)
-    fp, tokens = fingerprint(
+    return fingerprint(
         provider=provider, model=request.model, messages=messages, org=org_of(provider=provider, api_key=request.api_key),
         prompt_cache_key=request.prompt_cache_key, sent_at=requested_at.timestamp(), lifetime=lifetime_of(request.extra_body),
     )
-    exact = None
-    if tokens is not None:
-        slot = django_cache.get(SLOT_CACHE_PREFIX + provider.slug)
-        exact = predict_exact(tokens, slot) if slot else 0
-    return fp, tokens, exact
+
+
+def _slot_prefix(provider: Provider, tokens: list[int] | None) -> int | None:
+    """llama: the prefix the tokens share with the slot's last prompt and reply, now."""
+    if tokens is None:
+        return None
+    slot = django_cache.get(SLOT_CACHE_PREFIX + provider.slug)
+    return predict_exact(tokens, slot) if slot else 0
 
 
 @dataclass(frozen=True)
@@ -188,7 +195,7 @@ def estimate_usage(*, prompt_tokens: int, expected_cached: int, output_tokens: i
 
 def turn_explain(
     *, turn_id: int, user_id: int, requested_at: datetime, provider: Provider, request: ReplyRequest, reply: str,
-    usage: Usage, billed: bool = True,
+    usage: Usage, billed: bool = True, sent: Sent | None = None,
 ) -> TurnInsight:
     """Fingerprint the request a finished turn sent, explain its cached tokens, count its rate,
     and estimate its usage when it was billed but reported none.
@@ -196,11 +203,13 @@ def turn_explain(
     The turn ends and is explained in one commit (the caller stores `columns` with its end).
     Call it once per turn: it moves llama's slot to this request and counts the request in the
     rate watch. Failures are logged and leave the turn without an explanation or estimate.
+    `sent` is the request's fingerprint when the live forecast already worked it out.
     """
     try:
         rules = rules_of(provider)
         sent_at = requested_at.timestamp()
-        fp, tokens, exact = _sent(provider=provider, request=request, requested_at=requested_at)
+        fp, tokens = sent or request_fingerprint(provider=provider, request=request, requested_at=requested_at)
+        exact = _slot_prefix(provider, tokens)
         earlier = history(provider=provider, user_id=user_id, before=requested_at, exclude_turn=turn_id)
         reply_count = None
         if tokens is not None:
@@ -230,17 +239,29 @@ def turn_explain(
     return TurnInsight(columns, estimate)
 
 
+@dataclass(frozen=True)
+class Forecast:
+    """A request in flight as the live panel shows it, and its fingerprint for the end."""
+
+    prompt_tokens: int
+    cached_tokens: int
+    sent: Sent
+
+
 def turn_forecast(
     *, turn_id: int, user_id: int, requested_at: datetime, provider: Provider, request: ReplyRequest
-) -> tuple[int, int] | None:
-    """(prompt tokens, expected cached tokens) of a request in flight, for the live panel:
-    the same count and prediction a stopped reply's estimate uses, recording nothing (no
-    slot move, no rate count). None when the tokenizer is unavailable."""
+) -> Forecast | None:
+    """The prompt tokens and expected cached tokens of a request in flight, for the live
+    panel: the same count and prediction a stopped reply's estimate uses, recording nothing
+    (no slot move, no rate count). None when the tokenizer is unavailable."""
     try:
-        fp, _tokens, exact = _sent(provider=provider, request=request, requested_at=requested_at)
+        sent = request_fingerprint(provider=provider, request=request, requested_at=requested_at)
+        fp, tokens = sent
         earlier = history(provider=provider, user_id=user_id, before=requested_at, exclude_turn=turn_id)
-        prediction = predict(rules=rules_of(provider), upcoming=fp, history=earlier, now=fp.sent_at, exact_prefix=exact)
-        return fp.token_count, min(prediction.expected_cached, fp.token_count)
+        prediction = predict(
+            rules=rules_of(provider), upcoming=fp, history=earlier, now=fp.sent_at, exact_prefix=_slot_prefix(provider, tokens)
+        )
+        return Forecast(fp.token_count, min(prediction.expected_cached, fp.token_count), sent)
     except Exception:  # noqa: BLE001 - a live figure is a bonus
         logger.warning("no live forecast for turn %s", turn_id)
         return None

@@ -12,9 +12,9 @@ from playground.chat import consumers
 
 @pytest.fixture(autouse=True)
 def no_renders_kept():
-    consumers._ended.clear()
+    consumers._renders.clear()
     yield
-    consumers._ended.clear()
+    consumers._renders.clear()
 
 
 def fake(monkeypatch, results=None):
