@@ -32,6 +32,22 @@ def env_int(name: str, default: int) -> int:
     return int(raw) if raw not in (None, "") else default
 
 
+def env_money(name: str) -> "Decimal | None":
+    """Dollars (a Decimal) from the environment; unset or empty means none."""
+    from decimal import Decimal, InvalidOperation
+
+    raw = (os.environ.get(name) or "").strip().lstrip("$")
+    if not raw:
+        return None
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ImproperlyConfigured(f"{name} must be an amount in dollars, like 5 or 0.50; got {raw!r}") from None
+    if not value.is_finite() or value < 0:
+        raise ImproperlyConfigured(f"{name} must be zero or more dollars; got {raw!r}")
+    return value
+
+
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
@@ -225,7 +241,7 @@ LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+TIME_ZONE = os.environ.get("PLAYGROUND_TIME_ZONE", "UTC")  # where budget days and months start
 USE_I18N = True
 USE_TZ = True
 
@@ -318,6 +334,16 @@ PLAYGROUND_PAGE_MESSAGES = max(1, env_int("PLAYGROUND_PAGE_MESSAGES", 100))
 # Per-user limits: requests started per minute, and replies running at once.
 PLAYGROUND_USER_RPM = env_int("PLAYGROUND_USER_RPM", 30)
 PLAYGROUND_USER_CONCURRENCY = env_int("PLAYGROUND_USER_CONCURRENCY", 8)
+# Spending caps per user and provider key, in dollars (chat/budgets.py). The default applies
+# where a user set no cap of their own; the ceiling is the most a user may set (and caps the
+# default too). Unset: no cap. Days and months run in TIME_ZONE.
+PLAYGROUND_BUDGET_DAILY_DEFAULT = env_money("PLAYGROUND_BUDGET_DAILY_DEFAULT")
+PLAYGROUND_BUDGET_MONTHLY_DEFAULT = env_money("PLAYGROUND_BUDGET_MONTHLY_DEFAULT")
+PLAYGROUND_BUDGET_DAILY_CEILING = env_money("PLAYGROUND_BUDGET_DAILY_CEILING")
+PLAYGROUND_BUDGET_MONTHLY_CEILING = env_money("PLAYGROUND_BUDGET_MONTHLY_CEILING")
+# A send's worst case prices its output at the session's max output tokens; a session that
+# sets none is assumed to produce at most this many.
+PLAYGROUND_BUDGET_ASSUMED_OUTPUT_TOKENS = env_int("PLAYGROUND_BUDGET_ASSUMED_OUTPUT_TOKENS", 4096)
 # A streaming turn whose worker has not written for this long is marked failed.
 PLAYGROUND_STALE_STREAM_SECONDS = env_int("PLAYGROUND_STALE_STREAM_SECONDS", 90)
 # How often deltas are sent to browsers (coalesced) and partial text saved.

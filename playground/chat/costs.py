@@ -204,7 +204,7 @@ MONEY_PLACES = 12  # Turn.cost_actual / cost_uncached decimal_places
 _ZERO = Decimal(0)
 
 
-def _money_sum(column: str, where: Q = PRICED) -> Sum:
+def money_sum(column: str, where: Q = PRICED) -> Sum:
     """SUM of a money column over the priced turns, exact.
 
     PostgreSQL sums NUMERIC exactly and returns a Decimal. SQLite keeps a DECIMAL column as a
@@ -218,7 +218,7 @@ def _money_sum(column: str, where: Q = PRICED) -> Sum:
     return Sum(column, filter=where)
 
 
-def _money(value) -> Decimal:
+def money_value(value) -> Decimal:
     if value is None:
         return _ZERO
     if isinstance(value, int):  # SQLite: whole 10^-12 dollars
@@ -235,9 +235,9 @@ def _sums() -> dict:
         "n_estimated": Count("id", filter=ESTIMATED),
         "n_priced": Count("id", filter=PRICED),
         **{f"sum_{name}": Sum(name, filter=HAS_USAGE) for name in TOKEN_FIELDS},
-        "sum_actual": _money_sum("cost_actual"),
-        "sum_uncached": _money_sum("cost_uncached"),
-        "sum_estimated": _money_sum("cost_actual", PRICED & ESTIMATED),
+        "sum_actual": money_sum("cost_actual"),
+        "sum_uncached": money_sum("cost_uncached"),
+        "sum_estimated": money_sum("cost_actual", PRICED & ESTIMATED),
     }
 
 
@@ -264,9 +264,9 @@ class Sums:
             estimated=group["n_estimated"],
             priced=group["n_priced"],
             tokens=tuple(group[f"sum_{name}"] or 0 for name in TOKEN_FIELDS),
-            actual=_money(group["sum_actual"]),
-            uncached=_money(group["sum_uncached"]),
-            estimated_actual=_money(group["sum_estimated"]),
+            actual=money_value(group["sum_actual"]),
+            uncached=money_value(group["sum_uncached"]),
+            estimated_actual=money_value(group["sum_estimated"]),
         )
 
     def __add__(self, other: Sums) -> Sums:

@@ -43,3 +43,35 @@ class SessionSettingsForm(forms.ModelForm):
         if len(text) > limit:
             raise forms.ValidationError(f"The system prompt is {len(text):,} characters; the limit is {limit:,}.")
         return text
+
+
+def _money_field(label: str) -> forms.DecimalField:
+    return forms.DecimalField(
+        required=False, min_value=0, max_digits=12, decimal_places=2, label=label,
+        widget=forms.NumberInput(attrs={"step": "0.01", "min": "0", "inputmode": "decimal"}),
+    )
+
+
+class BudgetForm(forms.Form):
+    """A user's caps for one provider. Empty means the operator's default; the operator's
+    ceiling is the most a cap may be."""
+
+    daily_cap = _money_field("Daily cap ($)")
+    monthly_cap = _money_field("Monthly cap ($)")
+
+    def __init__(self, *args, ceilings, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ceilings = ceilings
+
+    def _under_ceiling(self, field: str, period: str, words: str):
+        value = self.cleaned_data[field]
+        ceiling = self.ceilings.of(period)
+        if value is not None and ceiling is not None and value > ceiling:
+            raise forms.ValidationError(f"This deployment allows at most ${ceiling:,.2f} {words}.")
+        return value
+
+    def clean_daily_cap(self):
+        return self._under_ceiling("daily_cap", "daily", "a day")
+
+    def clean_monthly_cap(self):
+        return self._under_ceiling("monthly_cap", "monthly", "a month")

@@ -93,6 +93,15 @@ def fingerprint(
     return fingerprint_chat(messages=messages, encoder=encoder, **common), None
 
 
+def prompt_token_count(*, provider: Provider, model: str, messages: list[dict]) -> int:
+    """How many prompt tokens `messages` (request_messages) come to, with the tokenizer the
+    fingerprints use: llama's own, the simulator's, tiktoken's framing for the model."""
+    if provider.cache_rules == "llama":
+        return len(llama.prompt_tokens(base_url=provider.base_url, messages=messages))
+    encoder = _simulator_encoder() if provider.simulator else ChatEncoder.for_model(model)
+    return len(encoder.render(messages)[0])
+
+
 def output_tokens(*, provider: Provider, model: str, text: str) -> int:
     """How many output tokens the provider produced for `text`, counted with its own tokenizer
     where we have it (llama's /tokenize, the simulator's one-word tokens), else tiktoken's

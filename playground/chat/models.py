@@ -159,9 +159,16 @@ class Turn(models.Model):
     price_known = models.BooleanField(default=False)
     cost_actual = models.DecimalField(max_digits=20, decimal_places=12, null=True, blank=True)
     cost_uncached = models.DecimalField(max_digits=20, decimal_places=12, null=True, blank=True)
+    # The worst case the budget check reserved at send time (prompt at list price, output at
+    # max tokens): what a reply in flight, or a billed one left unpriced, counts against the
+    # user's caps (chat/budgets.py). Null when no cap applied.
+    cost_reserved = models.DecimalField(max_digits=20, decimal_places=12, null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["session", "created_at"])]
+        indexes = [
+            models.Index(fields=["session", "created_at"]),
+            models.Index(fields=["user", "provider", "created_at"], name="turn_spend"),  # budgets
+        ]
 
     def earlier_attempts(self) -> list["Turn"]:
         """The attempts made for this turn's node before this one, oldest first (the page's
@@ -204,3 +211,21 @@ class FanOut(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Budget(models.Model):
+    """A user's spending caps for one provider's key, in dollars. A null cap means the
+    operator's default (PLAYGROUND_BUDGET_*_DEFAULT); every cap is held under the operator's
+    ceiling. The row is also the lock that serializes a user's sends while they are checked."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="budgets")
+    provider = models.CharField(max_length=64)
+    daily_cap = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    monthly_cap = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "provider"], name="one_budget_per_user_provider")]
+
+    def __str__(self) -> str:
+        return f"{self.provider} budget of user {self.user_id}"

@@ -18,7 +18,7 @@ from playground import events
 from playground.providers.registry import provider_get, providers
 from playground.providers.selectors import key_ref_for
 
-from . import dispatch, rendering, tree
+from . import budgets, dispatch, rendering, tree
 from .errors import ChatError
 from .models import Branch, ChatSession, FanOut, Message, Turn
 
@@ -162,6 +162,7 @@ def _exchange(*, session: ChatSession, branch: Branch, parent_id: int | None, de
         branch=branch,
     )
     turn = _turn_for(parent=user_message, session=session, branch=branch, user=user, key_ref=key_ref)
+    budgets.check_and_reserve(user=user, turns=[turn])
     branch.head = turn.message
     branch.save(update_fields=["head", "updated_at"])
     transaction.on_commit(lambda: _announce(turn, [user_message, turn.message]))
@@ -215,6 +216,7 @@ def turn_retry(*, turn: Turn, user, web_session=None) -> Turn:
             message=message, reply=message, attempt=turn.attempt + 1,
             **_turn_fields(session=session, branch=turn.branch, user=user, key_ref=key_ref),
         )
+        budgets.check_and_reserve(user=user, turns=[new_turn])
         transaction.on_commit(lambda: _restart(new_turn))
     return new_turn
 
@@ -378,6 +380,7 @@ def message_regenerate(*, message: Message, user, web_session=None, branch: Bran
         )
         parent = Message.objects.get(pk=message.parent_id)
         turn = _turn_for(parent=parent, session=session, branch=target, user=user, key_ref=key_ref)
+        budgets.check_and_reserve(user=user, turns=[turn])
         target.head = turn.message
         target.save(update_fields=["head", "updated_at"])
         session.save(update_fields=["updated_at"])
@@ -444,6 +447,7 @@ def fanout_send(
             child.head = turn.message
             child.save(update_fields=["head", "updated_at"])
             turns.append(turn)
+        budgets.check_and_reserve(user=user, turns=turns)  # the fan-out as a whole
         session.save(update_fields=["updated_at"])
         turn_ids = [t.pk for t in turns]
         transaction.on_commit(lambda: dispatch.fanout_start(turn_ids=turn_ids, fanout_id=fanout.pk))

@@ -14,6 +14,8 @@ urlpatterns = [
     path("sessions/<int:session_id>/panel/", views.session_panel, name="session-panel"),
     re_path(r"^sessions/(?P<session_id>\d+)/export\.(?P<fmt>json|csv)$", views.session_export, name="session-export"),
     path("account/", views.account, name="account"),
+    path("account/budgets/", views.account_budgets, name="account-budgets"),
+    path("account/budgets/<slug:provider_slug>/", views.budget_save, name="budget-save"),
     path("turns/<int:turn_id>/stop/", views.turn_stop, name="turn-stop"),
     path("turns/<int:turn_id>/retry/", views.turn_retry, name="turn-retry"),
     # The conversation tree (tree_views.py).

@@ -11,12 +11,12 @@ from django_htmx.http import HttpResponseClientRedirect
 from playground.caching.keys import SCOPE_BY_VALUE
 from playground.caching.retention import retention_explanation
 from playground.providers.registry import provider_get, providers
-from playground.providers.selectors import key_ref_for
+from playground.providers.selectors import key_ref_for, key_statuses
 
-from . import costs, export, insight, selectors, services, tree
+from . import budgets, costs, export, insight, selectors, services, tree
 from .reply_request import path_messages
 from .errors import ChatError
-from .forms import SessionSettingsForm
+from .forms import BudgetForm, SessionSettingsForm
 
 TEMPLATE = "chat/session.html"
 
@@ -247,10 +247,56 @@ def session_export(request, session_id: int, fmt: str):
     return response
 
 
+ACCOUNT = "chat/account.html"
+
+
+def _budget_forms(request, *, bound: tuple[str, BudgetForm] | None = None) -> list[tuple[budgets.ProviderBudget, list]]:
+    """Each provider the user can spend on (a key, or none needed), its spend against its
+    caps, and the form fields that set them, each beside its period's figures (`bound`: the
+    form just posted, errors and input kept)."""
+    ceilings = budgets.operator_ceilings()
+    shown = [s.provider for s in key_statuses(user=request.user, session=request.session)
+             if (s.mask and not s.expired) or not s.provider.needs_key]
+    found = []
+    for item in budgets.account_budgets(user=request.user, shown=shown):
+        if bound and bound[0] == item.provider.slug:
+            form = bound[1]
+        else:
+            own = {f"{row.period}_cap": row.own for row in item.periods}
+            form = BudgetForm(initial=own, ceilings=ceilings, prefix=item.provider.slug)
+        found.append((item, [(form[f"{row.period}_cap"], row) for row in item.periods]))
+    return found
+
+
+def _account_context(user) -> dict:
+    totals, per_session = costs.account_summary(user=user)
+    return {"totals": totals, "per_session": per_session}
+
+
 @require_GET
 def account(request):
-    totals, per_session = costs.account_summary(user=request.user)
-    return render(request, "chat/account.html", {"totals": totals, "per_session": per_session})
+    return render(request, ACCOUNT, {**_account_context(request.user), "budgets": _budget_forms(request)})
+
+
+@require_GET
+def account_budgets(request):
+    """The spend-against-caps figures alone: the account page polls them while it is open."""
+    return render(request, f"{ACCOUNT}#budget-figures", {"budgets": _budget_forms(request)})
+
+
+@require_POST
+def budget_save(request, provider_slug: str):
+    slug = provider_get(provider_slug).slug
+    form = BudgetForm(request.POST, ceilings=budgets.operator_ceilings(), prefix=slug)
+    saved = form.is_valid()
+    if saved:
+        budgets.budget_set(user=request.user, provider=slug, **form.cleaned_data)
+    if not request.htmx:
+        return redirect("account") if saved else render(
+            request, ACCOUNT, {**_account_context(request.user), "budgets": _budget_forms(request, bound=(slug, form))}, status=422
+        )
+    context = {"budgets": _budget_forms(request, bound=None if saved else (slug, form)), "saved": slug if saved else None}
+    return render(request, f"{ACCOUNT}#budgets", context, status=200 if saved else 422)
 
 
 @require_POST

@@ -17,7 +17,7 @@ from channels.testing import WebsocketCommunicator
 from cryptography.fernet import Fernet
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from playground.chat.models import Branch, ChatSession, FanOut, Message, Turn
+from playground.chat.models import Branch, Budget, ChatSession, FanOut, Message, Turn
 from playground.chat.routing import websocket_urlpatterns
 from playground.providers import crypto
 from playground.providers.models import ApiKey
@@ -56,6 +56,7 @@ def world(db, settings, django_user_model):
     branch.save()
     fanout = FanOut.objects.create(session=chat, parent_branch=branch, origin=answer, name="fan-out 1", join=True)
     Branch.objects.create(session=chat, name="fan-out 1.1", head=answer, forked_from=answer, parent_branch=branch)
+    Budget.objects.create(user=owner, provider="simulator", daily_cap="1.00")
     ApiKey.objects.create(user=owner, provider="simulator", ciphertext=crypto.encrypt(SECRET_KEY_TEXT), mask="sk-...a1b2")
     ids = {
         "session_id": chat.pk,
@@ -95,6 +96,7 @@ def snapshot(owner):
         list(Message.objects.filter(session__owner=owner).values_list("id", "content", "status", "parent_id")),
         list(Turn.objects.filter(session__owner=owner).values_list("id", "stop_requested", "error_kind")),
         list(ApiKey.objects.filter(user=owner).values_list("id", "ciphertext")),
+        list(Budget.objects.filter(user=owner).values_list("id", "daily_cap", "monthly_cap")),
     )
 
 
