@@ -346,6 +346,8 @@ PLAYGROUND_BUDGET_MONTHLY_CEILING = env_money("PLAYGROUND_BUDGET_MONTHLY_CEILING
 PLAYGROUND_BUDGET_ASSUMED_OUTPUT_TOKENS = env_int("PLAYGROUND_BUDGET_ASSUMED_OUTPUT_TOKENS", 4096)
 # A streaming turn whose worker has not written for this long is marked failed.
 PLAYGROUND_STALE_STREAM_SECONDS = env_int("PLAYGROUND_STALE_STREAM_SECONDS", 90)
+# How often the sweeper looks for them (Celery beat in production, the server's loop embedded).
+PLAYGROUND_SWEEP_SECONDS = float(os.environ.get("PLAYGROUND_SWEEP_SECONDS", "30"))
 # How often deltas are sent to browsers (coalesced) and partial text saved.
 # HTTP requests one web process runs at once; more wait their turn (playground/http.py).
 PLAYGROUND_HTTP_CONCURRENCY = env_int("PLAYGROUND_HTTP_CONCURRENCY", 16)
@@ -376,4 +378,4 @@ LOGGING = {
 }
 
 # Production sweeps stale turns from Celery beat (docker/compose.yaml runs it).
-CELERY_BEAT_SCHEDULE = {"sweep-stale-turns": {"task": "chat.sweep_stale", "schedule": 30.0}}
+CELERY_BEAT_SCHEDULE = {"sweep-stale-turns": {"task": "chat.sweep_stale", "schedule": PLAYGROUND_SWEEP_SECONDS}}

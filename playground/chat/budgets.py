@@ -39,7 +39,7 @@ from playground.providers.registry import Provider, provider_get, providers
 from . import insight
 from .costs import BILLED, PRICED, money_sum, money_value
 from .errors import ChatError
-from .models import Budget, Turn
+from .models import Budget, DeletedSpend, Turn
 from .reply_request import path_messages
 from .selectors import message_path
 
@@ -124,8 +124,11 @@ def spend(*, user_id: int, provider: str, now: datetime | None = None) -> Spend:
         aggregates[f"spent_{period}"] = money_sum("cost_actual", PRICED & since)
         aggregates[f"reserved_{period}"] = money_sum("cost_reserved", RESERVED & since)
     row = Turn.objects.filter(user_id=user_id, provider=provider, created_at__gte=starts["monthly"]).aggregate(**aggregates)
+    carried = DeletedSpend.objects.filter(user_id=user_id, provider=provider, created_at__gte=starts["monthly"]).aggregate(
+        **{p: money_sum("amount", Q(created_at__gte=start)) for p, start in starts.items()}
+    )
     return Spend(
-        spent={p: money_value(row[f"spent_{p}"]) for p in PERIODS},
+        spent={p: money_value(row[f"spent_{p}"]) + money_value(carried[p]) for p in PERIODS},
         reserved={p: money_value(row[f"reserved_{p}"]) for p in PERIODS},
         in_flight=row["in_flight"],
         unpriced=row["unpriced"],
@@ -144,8 +147,8 @@ class Estimate:
 
 def _prompt_tokens(*, provider: Provider, turn: Turn) -> int:
     """The reply's prompt as it will be sent (the path above its node, the system prompt),
-    counted with the provider's tokenizer; when that does not answer (llama.cpp down), one
-    token per character, which no tokenizer exceeds."""
+    counted with the provider's tokenizer; when that does not answer (llama.cpp down), the
+    UTF-8 bytes plus framing: a byte-level BPE token is at least one byte."""
     system_prompt = turn.params.get("system_prompt") or ""
     path = message_path(message_id=turn.reply.parent_id)
     messages = insight.request_messages(api=turn.api, system_prompt=system_prompt, messages=path_messages(path))
@@ -153,7 +156,7 @@ def _prompt_tokens(*, provider: Provider, turn: Turn) -> int:
         return insight.prompt_token_count(provider=provider, model=turn.model, messages=messages)
     except Exception:  # noqa: BLE001 - an upper bound rather than no check
         logger.warning("budget check: no tokenizer for %s, counting characters", provider.slug)
-        return sum(len(m["content"]) + 4 for m in messages)
+        return sum(len(m["content"].encode()) + 8 for m in messages) + 8
 
 
 def request_estimate(*, turn: Turn, now: datetime) -> Estimate:
@@ -161,6 +164,7 @@ def request_estimate(*, turn: Turn, now: datetime) -> Estimate:
     provider = provider_get(turn.provider)
     prompt = _prompt_tokens(provider=provider, turn=turn)
     output = turn.params.get("max_output_tokens") or settings.PLAYGROUND_BUDGET_ASSUMED_OUTPUT_TOKENS
+    turn.params = {**turn.params, "max_output_tokens": output}  # sent as the limit: the worst case holds
     usage = Usage(prompt_tokens=prompt, output_tokens=output, reported=False, estimated=True)
     cost = turn_cost(usage=usage, model=turn.model, provider_id=provider.price_provider, at=now)
     return Estimate(prompt, output, cost.actual if cost.known else None)
@@ -204,9 +208,15 @@ def check_and_reserve(*, user, turns: list[Turn]) -> None:
         return
     now = timezone.now()
     estimates = [request_estimate(turn=turn, now=now) for turn in turns]
+    provider = provider_get(slug)
     known = [e.cost for e in estimates if e.cost is not None]
-    if not known:
-        return  # no price for this model: it cannot be held to a dollar cap
+    if len(known) < len(estimates):
+        if provider.needs_key:
+            raise ChatError(
+                f"genai-prices has no price for the model {turns[0].model!r}, so this request cannot be held to your "
+                f"caps on {provider.label}. Choose a priced model, or clear the caps on the Account page. Nothing was sent."
+            )
+        return  # a local server without a key (llama.cpp): nothing to bill
     cost = sum(known, Decimal(0))
     counted = spend(user_id=user.pk, provider=slug, now=now)
     # The new turns already exist (running, no reservation yet): they add nothing to `counted`.
@@ -215,12 +225,11 @@ def check_and_reserve(*, user, turns: list[Turn]) -> None:
         if cap is not None and counted.total(period) + cost > cap:
             raise ChatError(_refusal(
                 period=period, cap=cap, spent=counted.total(period), cost=cost, estimates=estimates,
-                provider=provider_get(slug), resets=period_resets(now)[period],
+                provider=provider, resets=period_resets(now)[period],
             ))
     for turn, estimate in zip(turns, estimates):
-        if estimate.cost is not None:
-            turn.cost_reserved = estimate.cost
-            Turn.objects.filter(pk=turn.pk).update(cost_reserved=estimate.cost)
+        turn.cost_reserved = estimate.cost
+        Turn.objects.filter(pk=turn.pk).update(cost_reserved=estimate.cost, params=turn.params)
 
 
 # --- the account page -------------------------------------------------------------------------
@@ -296,3 +305,18 @@ def budget_set(*, user, provider: str, daily_cap: Decimal | None, monthly_cap: D
         user=user, provider=provider, defaults={"daily_cap": daily_cap, "monthly_cap": monthly_cap}
     )
     return budget
+
+
+def carry_deleted(*, session_id: int) -> None:
+    """Before a session is deleted: keep what its attempts count against the caps this month
+    (priced, or reserved), one row per attempt with its time, so deleting a conversation
+    never gives its spend back. Call inside the deleting transaction."""
+    month = period_starts(timezone.now())["monthly"]
+    turns = Turn.objects.filter(session_id=session_id, created_at__gte=month)
+    priced = set(turns.filter(PRICED).values_list("pk", flat=True))
+    rows = []
+    for t in turns.filter(PRICED | RESERVED).only("user_id", "provider", "created_at", "cost_actual", "cost_reserved"):
+        amount = t.cost_actual if t.pk in priced else t.cost_reserved
+        if amount is not None:
+            rows.append(DeletedSpend(user_id=t.user_id, provider=t.provider, created_at=t.created_at, amount=amount))
+    DeletedSpend.objects.bulk_create(rows)

@@ -1,6 +1,11 @@
 """How a generation job is started: a Celery task in production, a coroutine on the web
 server's own event loop in embedded mode. Both run `generation.generation_run`.
 
+A leaf: this module imports nothing of the app's. What it starts is injected once, when the
+app is ready (`install`, from chat/apps.py): the generation coroutine, the fan-out's end,
+and the embedded mode's background loop (the stale-turn sweeper, chat/tasks.py). Celery
+tasks are sent by name, so the web process never imports the task module either.
+
 Embedded mode must run on the server's loop: the in-memory channel layer is a set of asyncio
 queues that only that loop may touch, so a reply generated on another loop would never reach
 the browser. `LoopBinding` records that loop as requests arrive.
@@ -12,15 +17,41 @@ import asyncio
 import contextvars
 import logging
 import threading
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
+from dataclasses import dataclass
 
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
+GENERATE_TASK = "chat.generate"
+FANOUT_FINISHED_TASK = "chat.fanout_finished"
+
+
+@dataclass(frozen=True)
+class Jobs:
+    """What dispatch starts, injected by the app (chat/apps.py)."""
+
+    generate: Callable[[int], Coroutine]  # generation.generation_run
+    fanout_finished: Callable[[int], object]  # services.fanout_finished, sync
+    background: Callable[[], Coroutine]  # embedded: runs forever on the server's loop (the sweeper)
+
+
+_jobs: Jobs | None = None
 _server_loop: asyncio.AbstractEventLoop | None = None
 _running: set = set()  # strong references: a task nobody holds can be garbage-collected
-SWEEP_EVERY_SECONDS = 30
+
+
+def install(jobs: Jobs) -> None:
+    global _jobs
+    _jobs = jobs
+
+
+def jobs() -> Jobs:
+    if _jobs is None:
+        raise RuntimeError("dispatch.install() was not called: is playground.chat in INSTALLED_APPS?")
+    return _jobs
 
 
 class LoopBinding:
@@ -35,7 +66,7 @@ class LoopBinding:
         if _server_loop is not loop:
             _server_loop = loop
             if settings.PLAYGROUND_GENERATION == "inprocess":
-                _keep(loop.create_task(_sweep_forever()))
+                _keep(loop.create_task(jobs().background()))
         return await self.app(scope, receive, send)
 
 
@@ -48,20 +79,6 @@ def _keep(handle) -> None:
             logger.error("background job failed", exc_info=fut.exception())
 
     handle.add_done_callback(done)
-
-
-async def _sweep_forever() -> None:
-    """Embedded mode has no Celery beat: sweep stale turns from the server's loop."""
-    from channels.db import database_sync_to_async
-
-    from .services import turns_sweep_stale
-
-    while True:
-        await asyncio.sleep(SWEEP_EVERY_SECONDS)
-        try:
-            await database_sync_to_async(turns_sweep_stale)()
-        except Exception:  # noqa: BLE001 - a failed sweep must not end the loop
-            logger.exception("stale-turn sweep failed")
 
 
 def _spawn(loop: asyncio.AbstractEventLoop, coro) -> None:
@@ -95,16 +112,19 @@ def run_in_process(coro) -> None:
     _spawn(loop, coro)
 
 
+def _task(name: str, *args):
+    """A Celery task's signature by name (chat/tasks.py registers it; immutable: no chaining of results)."""
+    from celery import current_app
+
+    return current_app.signature(name, args=args, immutable=True)
+
+
 def generation_start(turn_id: int) -> None:
     """Start generating a turn. Call after the transaction that created it commits."""
-    from .generation import generation_run
-
     if settings.PLAYGROUND_GENERATION == "celery":
-        from .tasks import generate
-
-        generate.delay(turn_id)
+        _task(GENERATE_TASK, turn_id).apply_async()
     else:
-        run_in_process(generation_run(turn_id))
+        run_in_process(jobs().generate(turn_id))
 
 
 # --- worker side --------------------------------------------------------------------------
@@ -165,9 +185,7 @@ def fanout_start(*, turn_ids: list[int], fanout_id: int) -> None:
     if settings.PLAYGROUND_GENERATION == "celery":
         from celery import chord
 
-        from .tasks import fanout_finished, generate
-
-        chord(generate.si(turn_id) for turn_id in turn_ids)(fanout_finished.si(fanout_id))
+        chord(_task(GENERATE_TASK, turn_id) for turn_id in turn_ids)(_task(FANOUT_FINISHED_TASK, fanout_id))
     else:
         run_in_process(_fanout_in_process(turn_ids, fanout_id))
 
@@ -175,11 +193,9 @@ def fanout_start(*, turn_ids: list[int], fanout_id: int) -> None:
 async def _fanout_in_process(turn_ids: list[int], fanout_id: int) -> None:
     from channels.db import database_sync_to_async
 
-    from .generation import generation_run
-    from .services import fanout_finished
-
-    results = await asyncio.gather(*(generation_run(turn_id) for turn_id in turn_ids), return_exceptions=True)
+    job = jobs()
+    results = await asyncio.gather(*(job.generate(turn_id) for turn_id in turn_ids), return_exceptions=True)
     for turn_id, result in zip(turn_ids, results, strict=True):
         if isinstance(result, BaseException):
             logger.error("fan-out %s: turn %s ended with an error", fanout_id, turn_id, exc_info=result)
-    await database_sync_to_async(fanout_finished)(fanout_id=fanout_id)
+    await database_sync_to_async(job.fanout_finished)(fanout_id)

@@ -97,7 +97,7 @@ def _start(turn_id: int) -> tuple[Job | None, bool]:
             return None, False  # already ran, stopped, or deleted: nothing to do
         if turn.stop_requested:
             Message.objects.filter(pk=turn.message_id).update(status=Message.Status.STOPPED)
-            Turn.objects.filter(pk=turn.pk).update(outcome=Turn.Outcome.STOPPED)
+            Turn.objects.filter(pk=turn.pk).update(outcome=Turn.Outcome.STOPPED, finished_at=timezone.now(), error_kind="stopped")
             return None, True
         provider = providers().get(turn.provider)
         if provider is None:

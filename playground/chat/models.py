@@ -229,3 +229,17 @@ class Budget(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider} budget of user {self.user_id}"
+
+
+class DeletedSpend(models.Model):
+    """What an attempt of a since-deleted session counts against its user's caps (its price,
+    or its reservation), kept when the session goes (chat/budgets.py `carry_deleted`): deleting
+    a conversation never gives its spend back."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    provider = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+    amount = models.DecimalField(max_digits=20, decimal_places=12)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "provider", "created_at"], name="deleted_spend")]

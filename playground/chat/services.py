@@ -52,7 +52,10 @@ def session_update(*, session: ChatSession, changes: dict) -> ChatSession:
 
 
 def session_delete(*, session: ChatSession) -> None:
-    session.delete()
+    """Delete a session and everything in it; what it spent still counts against the caps."""
+    with transaction.atomic():
+        budgets.carry_deleted(session_id=session.pk)
+        session.delete()
 
 
 def _title_from(content: str) -> str:

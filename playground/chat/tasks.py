@@ -1,13 +1,26 @@
-"""Celery tasks: thin. Fetch by id, run the same code the embedded mode runs."""
+"""Celery tasks, thin: fetch by id, run the same code the embedded mode runs. And the stale-turn
+sweeper, wherever it runs: Celery beat in production (CELERY_BEAT_SCHEDULE), the web server's
+own loop in embedded mode (`sweep_forever`, started by dispatch.LoopBinding).
+
+dispatch.py sends these by name (GENERATE_TASK, FANOUT_FINISHED_TASK) and has the embedded
+callables injected (chat/apps.py), so nothing below this module imports it.
+"""
+
+import asyncio
+import logging
 
 from celery import shared_task
+from django.conf import settings
 
-from .dispatch import run_on_worker_loop
+from .dispatch import FANOUT_FINISHED_TASK, GENERATE_TASK, run_on_worker_loop
 from .generation import generation_run
+from .services import fanout_finished as _fanout_finished
 from .services import turns_sweep_stale
 
+logger = logging.getLogger(__name__)
 
-@shared_task(name="chat.generate", ignore_result=True)
+
+@shared_task(name=GENERATE_TASK, ignore_result=True)
 def generate(turn_id: int) -> None:
     run_on_worker_loop(generation_run(turn_id))
 
@@ -17,9 +30,20 @@ def sweep_stale() -> int:
     return turns_sweep_stale()
 
 
-@shared_task(name="chat.fanout_finished", ignore_result=True)
+@shared_task(name=FANOUT_FINISHED_TASK, ignore_result=True)
 def fanout_finished(fanout_id: int) -> None:
     """A fan-out chord's callback: every child reply has ended; join them if asked."""
-    from .services import fanout_finished as finished
+    _fanout_finished(fanout_id=fanout_id)
 
-    finished(fanout_id=fanout_id)
+
+async def sweep_forever() -> None:
+    """Embedded mode has no Celery beat: sweep stale turns from the server's loop, every
+    PLAYGROUND_SWEEP_SECONDS (what beat's schedule uses in production)."""
+    from channels.db import database_sync_to_async
+
+    while True:
+        await asyncio.sleep(settings.PLAYGROUND_SWEEP_SECONDS)
+        try:
+            await database_sync_to_async(turns_sweep_stale)()
+        except Exception:  # noqa: BLE001 - a failed sweep must not end the loop
+            logger.exception("stale-turn sweep failed")

@@ -160,7 +160,6 @@ def session_tree(request, session_id: int):
 def fanout_view(request, session_id: int, fanout_id: int):
     chat = selectors.session_get(session_id=session_id, user=request.user)
     fanout = selectors.fanout_get(session=chat, fanout_id=fanout_id)
-    services.turns_sweep_stale(session_id=chat.pk)
     return render(request, FANOUT, {"chat": chat, "fanout": fanout, "columns": tree.fanout_columns(fanout=fanout)})
 
 

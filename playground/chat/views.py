@@ -98,7 +98,6 @@ def _thread(chat, branch, *, at: int | None = None) -> list[dict]:
 
 
 def _page_context(request, chat, branch, *, form=None, composer_text="", composer_error="", at=None):
-    services.turns_sweep_stale(session_id=chat.pk)
     thread = _thread(chat, branch, at=at)
     provider = provider_get(chat.provider) if chat.provider in providers() else None
     return {
@@ -270,7 +269,7 @@ def _budget_forms(request, *, bound: tuple[str, BudgetForm] | None = None) -> li
 
 def _account_context(user) -> dict:
     totals, per_session = costs.account_summary(user=user)
-    return {"totals": totals, "per_session": per_session}
+    return {"totals": totals, "per_session": per_session, "assumed_output": settings.PLAYGROUND_BUDGET_ASSUMED_OUTPUT_TOKENS}
 
 
 @require_GET
@@ -295,7 +294,8 @@ def budget_save(request, provider_slug: str):
         return redirect("account") if saved else render(
             request, ACCOUNT, {**_account_context(request.user), "budgets": _budget_forms(request, bound=(slug, form))}, status=422
         )
-    context = {"budgets": _budget_forms(request, bound=None if saved else (slug, form)), "saved": slug if saved else None}
+    context = {"budgets": _budget_forms(request, bound=None if saved else (slug, form)), "saved": slug if saved else None,
+               "assumed_output": settings.PLAYGROUND_BUDGET_ASSUMED_OUTPUT_TOKENS}
     return render(request, f"{ACCOUNT}#budgets", context, status=200 if saved else 422)
 
 

@@ -34,7 +34,7 @@ def test_a_cap_is_set_on_the_account_page_counts_live_and_refuses_a_send(page, c
     page.bring_to_front()
     _, assistant = send(page, "Count for a while")
     # The account page was not touched: its figures refresh on their own.
-    expect(daily.locator(".reserved")).to_contain_text("in flight", timeout=8_000)
+    expect(daily.locator(".reserved")).to_contain_text("reserved", timeout=8_000)
     shot(account, "reply-in-flight")
 
     other = context.new_page()  # a second session, while the first reply runs

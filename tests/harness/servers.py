@@ -101,6 +101,12 @@ class AppServer:
         proc = self._spawn("worker", self.worker_argv(f"{self.worker_name}{self.port}"))
         self.wait_worker_ready(proc)
 
+    def start_beat(self) -> None:
+        """Celery beat: the periodic stale-turn sweep, as production runs it (one per deployment)."""
+        argv = [sys.executable, "-m", "celery", "-A", "playground", "beat", "--loglevel", "INFO",
+                "--schedule", str(self.workdir / "beat-schedule")]
+        self._spawn("beat", argv)
+
     def wait_worker_ready(self, proc: subprocess.Popen, *, workers: int = 1) -> None:
         """Wait until `workers` Celery workers logging to worker.log said they are ready."""
         deadline = time.monotonic() + self.worker_timeout
@@ -240,6 +246,7 @@ def _base_env(workdir: Path, simulator_url: str, extra: dict[str, str] | None) -
         PLAYGROUND_CONNECT_TIMEOUT="2",
         PLAYGROUND_KEY_CHECK_TIMEOUT="3",
         PLAYGROUND_STALE_STREAM_SECONDS="6",
+        PLAYGROUND_SWEEP_SECONDS="1",
         # A provider nobody listens on: the connection-refused path.
         PLAYGROUND_PROVIDERS=json.dumps(
             [
@@ -284,6 +291,7 @@ def start_production(
     server.manage("migrate", "--noinput", "-v0")
     server.manage("collectstatic", "--noinput", "-v0")
     server.start_worker()
+    server.start_beat()
     server.start_web()
     return server
 

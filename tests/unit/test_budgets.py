@@ -208,3 +208,40 @@ def test_the_account_page_sets_caps_and_shows_spend_against_them(client, alice):
 def test_an_unknown_provider_is_a_404(client, alice):
     client.force_login(alice)
     assert client.post("/account/budgets/nope/", {"nope-daily_cap": "1"}).status_code == 404
+
+
+# --- what the review found: deleting, unpriced models, no max output -----------------------------
+
+
+def test_deleting_a_session_does_not_give_its_spend_back(alice):
+    chat, branch = session_for(alice)
+    finish(services.message_send(session=chat, branch=branch, user=alice, content="a"), cost=Decimal("0.25"))
+    Budget.objects.create(user=alice, provider="openai", daily_cap=Decimal("5"))
+    other, other_branch = session_for(alice)
+    in_flight = services.message_send(session=other, branch=other_branch, user=alice, content="c")
+    reserved = Turn.objects.get(pk=in_flight.pk).cost_reserved
+    before = budgets.spend(user_id=alice.pk, provider="openai")
+    services.session_delete(session=chat)
+    services.session_delete(session=other)
+    after = budgets.spend(user_id=alice.pk, provider="openai")
+    assert not Turn.objects.exists()
+    assert after.total("daily") == before.total("daily") == Decimal("0.25") + reserved
+
+
+def test_an_unpriced_model_on_a_paid_key_is_refused_under_a_cap(alice):
+    Budget.objects.create(user=alice, provider="openai", daily_cap=Decimal("5"))
+    chat, branch = session_for(alice)
+    chat.model = "ft:gpt-4o-mini:acme::x1"
+    chat.save()
+    with pytest.raises(ChatError, match="has no price for the model 'ft:gpt-4o-mini:acme::x1'"):
+        services.message_send(session=chat, branch=branch, user=alice, content="hi")
+
+
+def test_a_capped_send_without_a_max_is_sent_with_the_assumed_limit(alice, settings):
+    settings.PLAYGROUND_BUDGET_ASSUMED_OUTPUT_TOKENS = 3000
+    Budget.objects.create(user=alice, provider="openai", daily_cap=Decimal("5"))
+    chat, branch = session_for(alice, max_output_tokens=None)
+    turn = Turn.objects.get(pk=services.message_send(session=chat, branch=branch, user=alice, content="hi").pk)
+    assert turn.params["max_output_tokens"] == 3000, "the request carries the limit the worst case assumed"
+    prompt = count_chat_tokens([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "hi"}], MODEL)
+    assert turn.cost_reserved == worst_case(prompt, 3000)
