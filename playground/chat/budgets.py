@@ -17,8 +17,8 @@ turns, after they exist: a refusal rolls everything back (a whole fan-out is one
 the user's text stays in the composer. The user's Budget row is locked while it runs, so two
 sends at once cannot both spend the last dollar.
 
-A model genai-prices has no price for cannot be held to a dollar cap: its requests go
-through, and the account page says how many were left out.
+A model genai-prices has no price for cannot be held to a dollar cap: under a cap on a paid
+key it is refused; a keyless local server (llama.cpp) bills nothing and is let through.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Count, Q
+from django.db.models import Case, Count, F, Q, When
 from django.utils import timezone
 
 from playground.caching.pricing import format_usd, turn_cost
@@ -164,7 +164,6 @@ def request_estimate(*, turn: Turn, now: datetime) -> Estimate:
     provider = provider_get(turn.provider)
     prompt = _prompt_tokens(provider=provider, turn=turn)
     output = turn.params.get("max_output_tokens") or settings.PLAYGROUND_BUDGET_ASSUMED_OUTPUT_TOKENS
-    turn.params = {**turn.params, "max_output_tokens": output}  # sent as the limit: the worst case holds
     usage = Usage(prompt_tokens=prompt, output_tokens=output, reported=False, estimated=True)
     cost = turn_cost(usage=usage, model=turn.model, provider_id=provider.price_provider, at=now)
     return Estimate(prompt, output, cost.actual if cost.known else None)
@@ -201,7 +200,7 @@ def check_and_reserve(*, user, turns: list[Turn]) -> None:
     if budget is None and not (operator_defaults() or operator_ceilings()):
         return  # no cap of any kind: the common case costs one indexed read
     if budget is None:
-        budget, _ = Budget.objects.get_or_create(user=user, provider=slug)
+        Budget.objects.get_or_create(user=user, provider=slug)
         budget = locked.first()  # the row is the lock: concurrent sends queue here
     caps = caps_for(budget)
     if not caps:
@@ -228,8 +227,9 @@ def check_and_reserve(*, user, turns: list[Turn]) -> None:
                 provider=provider, resets=period_resets(now)[period],
             ))
     for turn, estimate in zip(turns, estimates):
-        turn.cost_reserved = estimate.cost
-        Turn.objects.filter(pk=turn.pk).update(cost_reserved=estimate.cost, params=turn.params)
+        # The output the worst case assumed is sent as the request's limit, so it holds.
+        turn.cost_reserved, turn.params = estimate.cost, {**turn.params, "max_output_tokens": estimate.output_tokens}
+        Turn.objects.filter(pk=turn.pk).update(cost_reserved=turn.cost_reserved, params=turn.params)
 
 
 # --- the account page -------------------------------------------------------------------------
@@ -312,11 +312,13 @@ def carry_deleted(*, session_id: int) -> None:
     (priced, or reserved), one row per attempt with its time, so deleting a conversation
     never gives its spend back. Call inside the deleting transaction."""
     month = period_starts(timezone.now())["monthly"]
-    turns = Turn.objects.filter(session_id=session_id, created_at__gte=month)
-    priced = set(turns.filter(PRICED).values_list("pk", flat=True))
-    rows = []
-    for t in turns.filter(PRICED | RESERVED).only("user_id", "provider", "created_at", "cost_actual", "cost_reserved"):
-        amount = t.cost_actual if t.pk in priced else t.cost_reserved
-        if amount is not None:
-            rows.append(DeletedSpend(user_id=t.user_id, provider=t.provider, created_at=t.created_at, amount=amount))
-    DeletedSpend.objects.bulk_create(rows)
+    counted = (
+        Turn.objects.filter(session_id=session_id, created_at__gte=month)
+        .filter(PRICED | RESERVED)
+        .annotate(counted=Case(When(PRICED, then=F("cost_actual")), default=F("cost_reserved")))
+        .filter(counted__isnull=False)
+        .values_list("user_id", "provider", "created_at", "counted")
+    )
+    DeletedSpend.objects.bulk_create(
+        DeletedSpend(user_id=user_id, provider=provider, created_at=at, amount=amount) for user_id, provider, at, amount in counted
+    )
