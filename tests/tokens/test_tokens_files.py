@@ -14,6 +14,7 @@ import tiktoken.load
 import tiktoken_ext.openai_public
 
 import playground.tokens as tokens
+import playground.tokens.files as files
 
 O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
 O200K_CACHE_NAME = "fb374d419588a4632f3f557e76b4b70aebbca790"
@@ -55,11 +56,15 @@ def test_file_format_is_tiktoken_text(name, n_ranks):
 
 
 @pytest.mark.parametrize("name", sorted(tokens.ENCODING_FILES))
-def test_loader_matches_tiktoken_loader(name, monkeypatch):
+def test_tiktoken_reads_the_url_from_the_installed_cache(name, tmp_path, no_network):
+    """The cache entry is found under tiktoken's key for the URL and passes its hash check."""
     entry = tokens.ENCODING_FILES[name]
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # "" disables tiktoken's cache copy
-    theirs = tiktoken.load.load_tiktoken_bpe(str(entry.path), expected_hash=entry.sha256)
-    assert tokens.load_bpe_file(entry.path, entry.sha256) == theirs
+    tokens.install_tiktoken_cache(tmp_path, set_env=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TIKTOKEN_CACHE_DIR", "")  # "" disables tiktoken's cache: read the file itself
+        direct = tiktoken.load.load_tiktoken_bpe(str(entry.path), expected_hash=entry.sha256)
+        mp.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+        assert tiktoken.load.load_tiktoken_bpe(entry.url, expected_hash=entry.sha256) == direct
 
 
 def _corrupt_copy(src: Path, dst: Path) -> None:
@@ -69,13 +74,13 @@ def _corrupt_copy(src: Path, dst: Path) -> None:
     dst.write_bytes(bytes(data))
 
 
-def test_corrupted_file_is_rejected(tmp_path):
+def test_tiktoken_rejects_a_corrupted_file(tmp_path, monkeypatch):
+    """Control for the checks below: one flipped character fails tiktoken's own hash check
+    (which it makes only with its cache on: TIKTOKEN_CACHE_DIR="" reads with no check)."""
     entry = tokens.ENCODING_FILES["o200k_base"]
     bad = tmp_path / "o200k_base.tiktoken"
     _corrupt_copy(entry.path, bad)
-    with pytest.raises(tokens.EncodingFileError, match="sha256 mismatch"):
-        tokens.load_bpe_file(bad, entry.sha256)
-    # tiktoken's own loader agrees the copy is bad
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(ValueError):
         tiktoken.load.load_tiktoken_bpe(str(bad), expected_hash=entry.sha256)
 
@@ -86,13 +91,13 @@ def test_get_encoding_refuses_corrupted_data_dir(name, tmp_path, monkeypatch, fr
         shutil.copy(entry.path, tmp_path / entry.path.name)
     file_name = "cl100k_base" if name == "cl100k_base" else "o200k_base"
     _corrupt_copy(tokens.ENCODING_FILES[file_name].path, tmp_path / f"{file_name}.tiktoken")
-    monkeypatch.setattr(tokens, "DATA_DIR", tmp_path)
+    monkeypatch.setattr(files, "DATA_DIR", tmp_path)
     with pytest.raises(tokens.EncodingFileError, match="sha256 mismatch"):
         tokens.get_encoding(name)
 
 
 def test_get_encoding_reports_missing_file(tmp_path, monkeypatch, fresh_caches):
-    monkeypatch.setattr(tokens, "DATA_DIR", tmp_path)
+    monkeypatch.setattr(files, "DATA_DIR", tmp_path)
     with pytest.raises(tokens.EncodingFileError, match="cannot read"):
         tokens.get_encoding("o200k_base")
 
@@ -109,7 +114,7 @@ def test_install_refuses_to_copy_corrupted_file(tmp_path, monkeypatch, fresh_cac
     for entry in tokens.ENCODING_FILES.values():
         shutil.copy(entry.path, data / entry.path.name)
     _corrupt_copy(tokens.ENCODING_FILES["o200k_base"].path, data / "o200k_base.tiktoken")
-    monkeypatch.setattr(tokens, "DATA_DIR", data)
+    monkeypatch.setattr(files, "DATA_DIR", data)
     with pytest.raises(tokens.EncodingFileError):
         tokens.install_tiktoken_cache(tmp_path / "cache", set_env=False)
     assert not (tmp_path / "cache" / O200K_CACHE_NAME).exists()

@@ -4,38 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import tiktoken
-import tiktoken.registry
 
 import playground.tokens as tokens
+import playground.tokens.files as files
 
-
-class NetworkBlocked(OSError):
-    pass
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise NetworkBlocked(f"network access attempted: {args[1:]!r}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
-        monkeypatch.setenv(var, "http://10.255.255.1:9")  # unroutable
-    for var in ("NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(var, raising=False)
-
-
-@pytest.fixture
-def fresh_tiktoken(monkeypatch):
-    """tiktoken's own registry without any encoding built earlier in this process."""
-    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_blocker_really_blocks(no_network, fresh_tiktoken, tmp_path, monkeypatch):
@@ -47,7 +26,8 @@ def test_blocker_really_blocks(no_network, fresh_tiktoken, tmp_path, monkeypatch
         tiktoken.get_encoding("o200k_base")
 
 
-def test_get_encoding_offline(no_network, fresh_caches):
+def test_get_encoding_offline(no_network, fresh_caches, fresh_tiktoken, tmp_path, monkeypatch):
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty"))
     for name in tokens.SHIPPED_ENCODINGS:
         enc = tokens.get_encoding(name)
         assert enc.decode(enc.encode("offline ok")) == "offline ok"
@@ -67,6 +47,7 @@ def test_plain_tiktoken_offline_after_install(name, no_network, fresh_tiktoken, 
 
 
 def test_encoding_for_model_offline_after_install(no_network, fresh_tiktoken, tmp_path, monkeypatch):
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
     tokens.install_tiktoken_cache(tmp_path)
     assert tiktoken.encoding_for_model("gpt-4o").encode("hello world") == [24912, 2375]
     assert tiktoken.encoding_for_model("gpt-4").encode("hello world") == [15339, 1917]
@@ -97,7 +78,7 @@ def test_install_defaults(tmp_path, monkeypatch):
     assert tokens.install_tiktoken_cache() == tmp_path / "ops"
     # otherwise a private dir under the temp dir ("" means unset here)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
-    monkeypatch.setattr(tokens, "_default_cache_dir", lambda: tmp_path / "default")
+    monkeypatch.setattr(files, "_default_cache_dir", lambda: tmp_path / "default")
     assert tokens.install_tiktoken_cache() == tmp_path / "default"
     assert os.environ["TIKTOKEN_CACHE_DIR"] == str(tmp_path / "default")
     # set_env=False leaves the environment alone
@@ -105,14 +86,55 @@ def test_install_defaults(tmp_path, monkeypatch):
     assert os.environ["TIKTOKEN_CACHE_DIR"] == str(tmp_path / "default")
 
 
-def test_loading_writes_nothing_to_tiktoken_cache(tmp_path, monkeypatch, fresh_caches):
-    """Unlike tiktoken.load.load_tiktoken_bpe(path), our loader never copies into the cache dir."""
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    cache.chmod(0o500)
+def test_get_encoding_is_plain_tiktoken_from_the_cache_dir(no_network, fresh_caches, fresh_tiktoken, tmp_path, monkeypatch):
+    """get_encoding fills an operator's TIKTOKEN_CACHE_DIR, then tiktoken itself loads from it."""
+    cache = tmp_path / "ops"
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
-    try:
-        tokens.get_encoding("o200k_base")
-        assert list(cache.iterdir()) == []
-    finally:
-        cache.chmod(0o700)
+    enc = tokens.get_encoding("o200k_base")
+    assert enc is tiktoken.get_encoding("o200k_base")
+    assert sorted(p.name for p in cache.iterdir()) == sorted(e.cache_name for e in tokens.ENCODING_FILES.values())
+
+
+def test_get_encoding_never_lets_tiktoken_download(no_network, fresh_caches, fresh_tiktoken, tmp_path, monkeypatch):
+    # "" would make tiktoken download every time: the default directory is used instead
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
+    monkeypatch.setattr(files, "_default_cache_dir", lambda: tmp_path / "default")
+    assert tokens.get_encoding("cl100k_base").encode("hello world") == [15339, 1917]
+    assert os.environ["TIKTOKEN_CACHE_DIR"] == str(tmp_path / "default")
+    # a damaged entry would be deleted and downloaded again by tiktoken: it is repaired first
+    damaged = tmp_path / "default" / tokens.ENCODING_FILES["o200k_base"].cache_name
+    damaged.write_bytes(b"garbage")
+    assert tokens.get_encoding("o200k_base").encode("hello world") == [24912, 2375]
+
+
+def test_fresh_process_counts_offline(tmp_path):
+    """A new process (web, worker, bench) needs no setup: the first count installs the cache."""
+    code = (
+        "import socket\n"
+        "def refuse(*a, **k): raise OSError('network access attempted')\n"
+        "socket.socket.connect = socket.create_connection = socket.getaddrinfo = refuse\n"
+        "from playground.tokens import count_chat_tokens\n"
+        "print(count_chat_tokens([{'role': 'user', 'content': 'hello world'}], 'gpt-4o-mini'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR")}
+    env["TMPDIR"] = str(tmp_path)  # an empty default cache directory
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "9"
+    assert (tmp_path / "prompt-cache-playground-tiktoken" / "fb374d419588a4632f3f557e76b4b70aebbca790").is_file()
+
+
+def test_an_unwritable_cache_dir_falls_back_to_a_private_one(no_network, fresh_caches, fresh_tiktoken, tmp_path, monkeypatch):
+    """An operator's TIKTOKEN_CACHE_DIR that cannot be written (a read-only mount, a file in
+    the way) must not stop token counting: the files go to a private folder instead."""
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the folder should be")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(blocked))
+
+    used = files.install_tiktoken_cache()
+
+    assert used != blocked and (used / files.ENCODING_FILES["o200k_base"].cache_name).is_file()
+    assert os.environ["TIKTOKEN_CACHE_DIR"] == str(used)
+    assert tokens.get_encoding("o200k_base").encode("hello world") == [24912, 2375]
+    with pytest.raises(OSError):
+        files.install_tiktoken_cache(blocked)  # a folder asked for by name is not replaced silently
