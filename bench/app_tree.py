@@ -9,7 +9,7 @@
   turns, or all d when d is smaller: see `rows`). `path_full`: `selectors.message_path`, the
   whole root-to-head path a generation job sends to the model (grows with d by nature).
   `earlier`: GET "Show earlier messages" from the top of the page's window. `fork`:
-  `services.branch_fork` at the head, and the fork view as the page posts it (POST
+  `branching.branch_fork` at the head, and the fork view as the page posts it (POST
   .../m/<id>/fork/ with the open branch, HX-Request). `open_fork_page`: the new branch's page.
 * Tree view: a session with S nodes shaped like real use (mostly continuing, ~15% forks from
   an earlier node, a branch on every leaf); GET /sessions/<id>/tree/ through Django's handler
@@ -96,7 +96,7 @@ def main() -> None:
     from django.test import Client
     from django.urls import NoReverseMatch, reverse
 
-    from playground.chat import selectors, services
+    from playground.chat import branching, selectors
     from playground.chat.models import Branch, ChatSession
 
     cfg = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
@@ -110,7 +110,7 @@ def main() -> None:
     client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(user)
     out: dict = {"db": connection.vendor, "depths": {}, "tree_view": {}}
-    has_fork = hasattr(services, "branch_fork")
+    has_fork = hasattr(branching, "branch_fork")
     try:
         reverse("message-fork", kwargs={"session_id": 1, "message_id": 1})
         has_fork_view = True
@@ -164,10 +164,10 @@ def main() -> None:
 
             head_obj = Message.objects.get(pk=head.id)
             row["fork_service"], _ = _timed(
-                lambda: services.branch_fork(session=chat, message=head_obj, user=user, parent_branch=main_branch), repeat
+                lambda: branching.branch_fork(session=chat, message=head_obj, user=user, parent_branch=main_branch), repeat
             )
         else:
-            row["fork_service"] = {"status": "pending", "why": "playground.chat.services.branch_fork does not exist yet"}
+            row["fork_service"] = {"status": "pending", "why": "playground.chat.branching.branch_fork does not exist yet"}
         if has_fork_view:
             url = reverse("message-fork", kwargs={"session_id": chat.id, "message_id": head.id})
             statuses = []
@@ -223,10 +223,8 @@ def main() -> None:
         row["view"], _ = _timed(tree_view, repeat)
         row["view"]["status"], row["view"]["bytes"] = seen[-1]
         try:
-            from playground.chat import tree as tree_mod
-
             main_branch.refresh_from_db()
-            row["layout_only"], _ = _timed(lambda: tree_mod.session_tree(session=chat, open_branch=main_branch), repeat)
+            row["layout_only"], _ = _timed(lambda: selectors.session_tree(session=chat, open_branch=main_branch), repeat)
         except (ImportError, AttributeError, TypeError) as exc:
             row["layout_only"] = {"status": "unavailable", "why": str(exc)}
         out["tree_view"][str(size)] = row

@@ -70,7 +70,7 @@ def targets(results: dict) -> list[dict]:
         d = tree["depths"]
         lo, hi = (str(min(map(int, d))), str(max(map(int, d)))) if d else (None, None)
         where = f"{tree_mode} ({tree.get('db')}), depth {hi} vs {lo}"
-        for key, label in (("fork_view", "fork (view, as the page posts it)"), ("fork_service", "fork (services.branch_fork)"),
+        for key, label in (("fork_view", "fork (view, as the page posts it)"), ("fork_service", "fork (branching.branch_fork)"),
                            ("path", "branch path load for the page (selectors.message_path_window)")):
             a, b = d.get(lo, {}).get(key, {}), d.get(hi, {}).get(key, {})
             if "ms_median" in a and "ms_median" in b and hi == "10000" and lo == "10":

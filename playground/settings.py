@@ -184,11 +184,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # "pubsub" (default): one Redis PUBLISH per group send and one SUBSCRIBE connection per
 # process; nothing is queued for a tab that is not connected, which suits deltas (a joining
 # tab reads the live text instead), and at most 1,000 events for a tab that stops reading
-# (events.BoundedPubSubChannelLayer). "core": channels_redis's list-backed layer, which
+# (events/layer.py BoundedPubSubChannelLayer). "core": channels_redis's list-backed layer, which
 # costs about seven Redis commands and a Lua script per send (bench/README.md has figures).
 PLAYGROUND_CHANNEL_LAYER = os.environ.get("PLAYGROUND_CHANNEL_LAYER", "pubsub")
 _CHANNEL_LAYER_BACKENDS = {
-    "pubsub": ("playground.events.BoundedPubSubChannelLayer", {}),
+    "pubsub": ("playground.events.layer.BoundedPubSubChannelLayer", {}),
     "core": ("channels_redis.core.RedisChannelLayer", {"capacity": 1000, "expiry": 60}),
 }
 if PLAYGROUND_CHANNEL_LAYER not in _CHANNEL_LAYER_BACKENDS:

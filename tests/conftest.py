@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from playground.chat import outbox
 from playground.simulator.server import SimulatorServer
 from tests.harness.client import UserClient
 from tests.harness.servers import drop_production, start_embedded, start_production
@@ -64,3 +65,18 @@ def new_user(app, *, key: str | None = None) -> UserClient:
 @pytest.fixture
 def user(app):
     return new_user(app)
+
+
+@pytest.fixture
+def emitted(request):
+    """The events services emit during the test, captured on commit and delivered to nobody
+    (no job starts, no tab is sent anything): assert what a service announced, not how.
+
+    Only in a test whose transactions really commit (`django_db(transaction=True)`): in
+    pytest-django's default test transaction nothing commits, so nothing would be captured
+    and an assertion of "no events" could never fail."""
+    marker = request.node.get_closest_marker("django_db")
+    if not (marker is not None and marker.kwargs.get("transaction")) and "transactional_db" not in request.fixturenames:
+        pytest.fail("the `emitted` fixture needs @pytest.mark.django_db(transaction=True)")
+    with outbox.capture() as captured:
+        yield captured

@@ -121,8 +121,7 @@ def routing_hash(tokens: Sequence[int], *, seed: str | None = None, hash_key: by
 
     This is the "prefix" of the spill-over rule: OpenAI counts requests per (key, first ~256
     tokens). It hashes exact tokens, not whole blocks, so two short prompts that differ after
-    token 128 are still different routing prefixes -- as in our simulator, whose bucket is
-    ``hash(tokens[:256])``.
+    token 128 are still different routing prefixes. The simulator routes with this same hash.
     """
     head = _token_bytes(tokens[:routing_tokens])
     return _blake(_seed(seed, hash_key) + head, person=b"pcp-route", key=hash_key).hex()
@@ -136,7 +135,7 @@ def message_hash(message: Mapping[str, Any], *, hash_key: bytes = b"") -> str:
     """Hash of one chat message: its role, name, content (text or parts) and tool calls.
 
     Not chained: the same message at another position hashes the same, which is how "another
-    branch" is told from "an earlier message edited" (see :mod:`playground.caching.explain`).
+    branch" is told from "an earlier message edited" (see :mod:`playground.caching.reasons`).
     """
     fields = {k: message.get(k) for k in ("role", "name", "content", "tool_calls", "tool_call_id") if message.get(k) is not None}
     return _blake(_canonical(fields), person=b"pcp-msg", key=hash_key).hex()

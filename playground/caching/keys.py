@@ -1,9 +1,9 @@
-"""The `prompt_cache_key` policy, the uncached-baseline nonce and the `safety_identifier`.
+"""The `prompt_cache_key` policy and the uncached-baseline nonce.
 
 Everything the server decides about cache routing identifiers lives here, in one module, so the
 chat service, the tests and any export agree on exactly what is sent upstream. The module is
 pure Python: it never reads Django settings or models. The caller passes the settings values in
-(namespace, bucket count, server secret), which keeps the policy testable and keeps secrets out
+(namespace, bucket count), which keeps the policy testable and keeps secrets out
 of import-time globals.
 
 Why the keys look the way they do (see /work/shared/openai-caching-facts.md):
@@ -20,13 +20,12 @@ Why the keys look the way they do (see /work/shared/openai-caching-facts.md):
   joined across deployments) and keeps raw ids off the wire and out of OpenAI's logs. It does
   not make keys unguessable, and it does not need to: users never type keys, caches are
   per organization, and knowing another user's key gains nothing. The secret-keyed hash
-  lives in `safety_identifier_for`, where the identifier's purpose is about a person.
+  is the `safety_identifier` (playground/derive.py), whose purpose is about a person.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 import secrets
 from dataclasses import dataclass
@@ -44,7 +43,6 @@ __all__ = [
     "bucket_for",
     "baseline_nonce",
     "apply_baseline_nonce",
-    "safety_identifier_for",
 ]
 
 #: OpenAI rejects a `prompt_cache_key` (and a `safety_identifier`) longer than this.
@@ -276,16 +274,3 @@ def apply_baseline_nonce(first_message_text: str, nonce: str) -> str:
     if not _NONCE_OK.fullmatch(nonce):
         raise ValueError("nonce must be 4 to 32 lowercase hex characters (see baseline_nonce())")
     return _BASELINE_PREFIX.format(nonce=nonce) + first_message_text
-
-
-def safety_identifier_for(*, user_id: int, secret: bytes | str) -> str:
-    """The `safety_identifier` for a user: HMAC-SHA256 of the id under a server secret, in hex.
-
-    OpenAI asks for a stable per-user value that identifies no one to them. A plain hash of a
-    sequential id could be reversed by trying every id, hence the secret key. 64 hex characters,
-    exactly the field's limit; stable as long as the secret is.
-    """
-    key = secret.encode("utf-8") if isinstance(secret, str) else secret
-    if not key:
-        raise ValueError("safety_identifier_for needs a non-empty server secret")
-    return hmac.new(key, f"pcp-safety|{user_id}".encode("utf-8"), hashlib.sha256).hexdigest()

@@ -19,7 +19,7 @@ Times are floats of epoch seconds passed in by the caller (``time.time()`` in pr
 clock in tests). A request at ``t`` counts for ``rate(now)`` while ``now - 60 < t <= now``: the
 same window our simulator applies before spilling a request over.
 
-Use :func:`playground.caching.explain.rate_ids` for ``key`` and ``prefix``, so the watch counts
+Use :func:`playground.caching.rules.rate_ids` for ``key`` and ``prefix``, so the watch counts
 exactly the buckets the predictions count.
 """
 

@@ -5,11 +5,14 @@ class ChatConfig(AppConfig):
     name = "playground.chat"
 
     def ready(self) -> None:
-        """Wire what dispatch starts (it imports nothing of the app's: no import circle)."""
-        from . import dispatch, generation, services, tasks
+        """Wire what dispatch starts and who delivers the outbox's events (neither module
+        imports the app's others: no import circle)."""
+        from . import branching, dispatch, generation, outbox, publish, tasks
+
+        outbox.install(publish.deliver)
 
         dispatch.install(dispatch.Jobs(
             generate=generation.generation_run,
-            fanout_finished=lambda fanout_id: services.fanout_finished(fanout_id=fanout_id),
+            fanout_finished=lambda fanout_id: branching.fanout_finished(fanout_id=fanout_id),
             background=tasks.sweep_forever,
         ))

@@ -37,7 +37,7 @@ from playground.llm.types import Usage
 from playground.providers.registry import Provider, provider_get, providers
 
 from . import insight
-from .costs import BILLED, PRICED, money_sum, money_value
+from .cost_selectors import BILLED, PRICED, money_sum, money_value
 from .errors import ChatError
 from .models import Budget, DeletedSpend, Turn
 from .reply_request import path_messages

@@ -30,9 +30,9 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Case, TextField, Value, When
 from django.utils import timezone
 
-from playground import events
-
+from . import publish
 from .models import Message, Turn
+from .outbox import TurnProgress
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class Checkpointer:
         # The live panel follows the saved text: once a tick (PLAYGROUND_SAVE_INTERVAL), per
         # session whose replies grew, never per token; sent together, not one round trip
         # after another (each is best effort and never raises).
-        await asyncio.gather(*(events.turn_progress(session_id) for session_id in grown))
+        await asyncio.gather(*(publish.adeliver(TurnProgress(session_id)) for session_id in grown))
 
 
 def reconnect() -> None:

@@ -34,7 +34,7 @@ class Jobs:
     """What dispatch starts, injected by the app (chat/apps.py)."""
 
     generate: Callable[[int], Coroutine]  # generation.generation_run
-    fanout_finished: Callable[[int], object]  # services.fanout_finished, sync
+    fanout_finished: Callable[[int], object]  # branching.fanout_finished, sync
     background: Callable[[], Coroutine]  # embedded: runs forever on the server's loop (the sweeper)
 
 

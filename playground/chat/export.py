@@ -1,7 +1,7 @@
 """Session exports (JSON and CSV): every attempt that ended, and their totals.
 
 The exports are downloads, allowed to cost O(attempts); the cost panel adds up in the
-database instead, with the same rules (costs.py), so its totals equal this file's sum of the
+database instead, with the same rules (cost_selectors.py), so its totals equal this file's sum of the
 attempts. Columns are documented in the README ("Exports"): one row per upstream attempt
 (retries included), its status, whether it reached the provider and was billed, and whether
 its usage was reported or estimated; the totals row is exactly what the panel shows."""

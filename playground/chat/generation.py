@@ -13,7 +13,6 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from functools import partial
 
 from channels.layers import get_channel_layer
 from django.db import transaction
@@ -21,16 +20,24 @@ from django.utils import timezone
 
 from playground import events
 from playground.caching import keys, pricing
-from playground.llm.client import Accepted, ReplyDone, ReplyRequest, TextDelta, UpstreamError, stream_reply
+from playground.llm.client import (
+    Accepted,
+    ReplyDone,
+    ReplyRequest,
+    TextDelta,
+    UpstreamError,
+    stream_reply,
+)
 from playground.llm.types import NOT_REPORTED, Usage
 from playground.providers.crypto import KeyUnreadable
 from playground.providers.registry import Provider, providers
 from playground.providers.selectors import key_plaintext
 from playground.providers.services import api_key_touch
 
-from . import checkpoints, insight, rendering
+from . import checkpoints, insight, publish
 from .aio import db
 from .models import Message, Turn
+from .outbox import MessageReplaced, TurnEnded
 from .reply_request import reply_request_for, turn_cache_key
 from .selectors import message_path
 
@@ -294,12 +301,9 @@ async def generation_run(turn_id: int) -> None:
     if job is None:
         if changed:
             turn = await Turn.objects.only("message_id", "session_id").aget(pk=turn_id)
-            html = await db(rendering.message_replaced)(message_id=turn.message_id)
-            await events.publish(turn.session_id, html)
+            await publish.adeliver(MessageReplaced(session_id=turn.session_id, message_id=turn.message_id))
         return
-    stream = events.DeltaStream(
-        session_id=job.session_id, message_id=job.message_id, render=partial(rendering.delta, job.message_id)
-    )
+    stream = publish.delta_stream(session_id=job.session_id, message_id=job.message_id)
     outcome = Outcome()
     stop = asyncio.Event()
     consumer = asyncio.create_task(_consume(job, stream, outcome))
@@ -336,7 +340,7 @@ async def generation_run(turn_id: int) -> None:
         stopper.cancel()
     await stream.flush()
     await db(_finish_retrying)(job, outcome, stream.text)
-    await events.turn_ended(job.session_id, job.message_id, job.turn_id)
+    await publish.adeliver(TurnEnded(session_id=job.session_id, message_id=job.message_id, turn_id=job.turn_id))
     try:
         await events.live_store().aclear(job.message_id)
     except events.TRANSPORT_ERRORS:

@@ -1,7 +1,8 @@
 """Cache insight, wired to turns: each request's prefix fingerprint, the prediction shown in
 the composer, the explanation of a miss, and the rate watch.
 
-The logic is pure and lives in playground/caching (blocks, explain, ratewatch); this module
+The logic is pure and lives in playground/caching (blocks, rules, reasons, explain,
+ratewatch); this module
 supplies what only the app knows: which tokenizer matches a provider, which earlier requests
 could have warmed a cache, and where the rate counts live. Fingerprints are hashes of
 128-token blocks and of messages, keyed with a secret derived from the deployment's secret
@@ -10,8 +11,6 @@ key: no text and no token ids are stored.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import time
 from dataclasses import dataclass, field
@@ -23,9 +22,17 @@ from django.core.cache import cache as django_cache
 from django.utils import timezone
 
 from playground.caching import keys
-from playground.caching.blocks import ChatEncoder, Fingerprint, fingerprint_chat, fingerprint_from_tokens, org_fingerprint
-from playground.caching.explain import Prediction, RuleSet, explain, predict, predict_exact, rate_ids, rules_for
+from playground.caching.blocks import (
+    ChatEncoder,
+    Fingerprint,
+    fingerprint_chat,
+    fingerprint_from_tokens,
+    org_fingerprint,
+)
+from playground.caching.explain import Prediction, explain, predict, predict_exact
 from playground.caching.ratewatch import MemoryRateWatch, RateWatch, RedisRateWatch
+from playground.caching.rules import RuleSet, rate_ids, rules_for
+from playground.derive import derived_once
 from playground.llm import llama
 from playground.llm.client import ReplyRequest
 from playground.llm.types import Usage
@@ -42,9 +49,8 @@ HISTORY_LIMIT = 300
 SLOT_CACHE_PREFIX = "llama-slot:"
 
 
-@cache
 def hash_key() -> bytes:
-    return hmac.new(settings.SECRET_KEY.encode(), b"prompt-cache-fingerprints", hashlib.sha256).digest()
+    return derived_once("fingerprints")
 
 
 def rules_of(provider: Provider) -> RuleSet:

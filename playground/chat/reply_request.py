@@ -7,13 +7,12 @@ extended-retention field the model takes, and the baseline nonce.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from functools import cache
 
 from django.conf import settings
 
 from playground.caching import keys, retention
+from playground.derive import derived_once, safety_identifier
 from playground.llm.client import ReplyRequest
 from playground.providers.registry import Provider
 
@@ -25,8 +24,7 @@ def cache_namespace() -> str:
     """The deployment's namespace: configured, or derived from its secret so two differ."""
     if settings.PLAYGROUND_CACHE_NAMESPACE:
         return settings.PLAYGROUND_CACHE_NAMESPACE
-    identity = hmac.new(settings.SECRET_KEY.encode(), b"prompt-cache-namespace", hashlib.sha256).hexdigest()
-    return keys.namespace_default(site_identity=identity)
+    return keys.namespace_default(site_identity=derived_once("cache-namespace").hex())
 
 
 def turn_cache_key(turn: Turn, *, nonce: str | None) -> str | None:
@@ -73,7 +71,7 @@ def reply_request_for(*, turn: Turn, provider: Provider, path: list[Message], ap
         max_tokens_param=provider.max_tokens_param,
         reasoning_effort=params.get("reasoning_effort") or "",
         prompt_cache_key=turn.prompt_cache_key,
-        safety_identifier=keys.safety_identifier_for(user_id=turn.user_id, secret=settings.PLAYGROUND_HASH_SECRET),
+        safety_identifier=safety_identifier(turn.user_id),
         extra_body=extra,
         connect_timeout=settings.PLAYGROUND_CONNECT_TIMEOUT,
         read_timeout=settings.PLAYGROUND_READ_TIMEOUT,

@@ -1,17 +1,25 @@
 """Reads. Every entry point takes the acting user, so views, consumers, tasks and exports
-share one ownership check; another user's ids are simply not found (404).
+share one ownership check; another user's ids are simply not found (404). The tree's reads
+(the end of this module) take a session the caller already got through `session_get`.
+
+The money reads are in `cost_selectors.py`.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from django.db import connection
+from django.db.models import Q
 from django.db.models.expressions import RawSQL
+from django.db.models.functions import Substr
 from django.shortcuts import get_object_or_404
 
 from playground import events
 
+from . import tree
 from .models import Branch, ChatSession, FanOut, Message, Turn
 
 # Root → node in one query: walk parent links upward in the database, then order by depth.
@@ -23,6 +31,16 @@ WITH RECURSIVE ancestors(id, parent_id) AS (
     SELECT m.id, m.parent_id FROM chat_message m JOIN ancestors a ON m.id = a.parent_id
 )
 SELECT id FROM ancestors
+"""
+
+# Node → every node below it, in one query (the mirror of _ANCESTORS_SQL).
+_DESCENDANTS_SQL = """
+WITH RECURSIVE descendants(id) AS (
+    SELECT id FROM chat_message WHERE id = %s
+    UNION ALL
+    SELECT m.id FROM chat_message m JOIN descendants d ON m.parent_id = d.id
+)
+SELECT id FROM descendants
 """
 
 # The full path for a request to the model: the walk above, joined back to the five columns
@@ -199,3 +217,122 @@ def session_message_find(*, session_id: int, message_id: int) -> Message | None:
 
 def fanout_get(*, session: ChatSession, fanout_id: int) -> FanOut:
     return get_object_or_404(FanOut, pk=fanout_id, session=session)
+
+
+# --- the conversation tree ------------------------------------------------------------------
+#
+# Each read costs a constant number of queries, whatever the depth: a page's window of the
+# path is one bounded recursive CTE (message_path_window), its siblings one more.
+
+
+def branch_showing(*, session: ChatSession, message_id: int) -> Branch | None:
+    """The most recently active branch whose path contains the message (one query).
+
+    A branch's path contains a node exactly when its head is that node or below it.
+    """
+    return (
+        Branch.objects.filter(session=session, head_id__in=RawSQL(_DESCENDANTS_SQL, [message_id]))
+        .order_by("-updated_at", "-id")
+        .first()
+    )
+
+
+def path_siblings(*, session: ChatSession, path: list) -> dict[int, tree.Siblings]:
+    """Sibling position of every message in `path` that has siblings, in ONE query.
+
+    `path` is what a page shows: a window of a branch path (or a few windows), any messages
+    with `id`, `parent_id` and `role`. Their siblings are the children of their parents (the
+    session's roots for a root), so the query reads the children of at most len(path)
+    parents: its cost follows the window, not the branch's depth. A long list (a whole deep
+    path) is given as the ancestors of its last node instead of thousands of parameters.
+    """
+    if not path:
+        return {}
+    parent_ids = {m.parent_id for m in path if m.parent_id is not None}
+    if len(parent_ids) > 1000:
+        parents = Q(parent_id__in=RawSQL(_ANCESTORS_SQL, [path[-1].id]))
+    else:
+        parents = Q(parent_id__in=parent_ids)
+    if any(m.parent_id is None for m in path):
+        parents |= Q(parent__isnull=True)
+    rows = Message.objects.filter(session=session).filter(parents).order_by("id").values_list("id", "parent_id", "role")
+    return tree.siblings_in(path=path, rows=rows)
+
+
+def annotate_thread(*, session: ChatSession, thread: list[dict]) -> list[dict]:
+    """Add each message item's sibling navigation (`item["siblings"]`), one query in all.
+    Items without a message (the "Show earlier messages" controls) are left as they are."""
+    items = [item for item in thread if "message" in item]
+    siblings = path_siblings(session=session, path=[item["message"] for item in items])
+    for item in items:
+        item["siblings"] = siblings.get(item["message"].id)
+    return thread
+
+
+def branch_bar(*, session: ChatSession, branch: Branch, branches=None) -> dict:
+    """What the conversation header shows about branches: two small queries at most."""
+    branches = list(branches if branches is not None else session.branches.all())
+    by_id = {b.id: b for b in branches}
+    return {
+        "chat": session,
+        "branch": branch,
+        "branches": branches,
+        "parent_branch": by_id.get(branch.parent_branch_id),
+        "fanouts_here": list(FanOut.objects.filter(session=session, parent_branch=branch).order_by("-id")[:5]),
+    }
+
+
+def session_tree(*, session: ChatSession, open_branch: Branch | None) -> tree.TreeLayout:
+    """Every node of the session, laid out (`tree.tree_layout`): three queries (messages,
+    branches, fan-outs), no N+1."""
+    rows = (
+        Message.objects.filter(session=session)
+        .annotate(snippet=Substr("content", 1, tree.SNIPPET_CHARS * 3))
+        .order_by("id")
+        .values_list("id", "parent_id", "role", "status", "snippet", "depth", "turn__hit_class")
+    )
+    return tree.tree_layout(
+        rows=rows,
+        branches=session.branches.order_by("-updated_at", "-id"),
+        open_branch=open_branch,
+        fanouts=session.fanouts.order_by("-id"),
+    )
+
+
+@dataclass
+class FanOutColumn:
+    branch: Branch
+    items: list[dict]  # thread items (message, seq, text) for the prompt and its reply
+
+
+def fanout_columns(*, fanout: FanOut) -> list[FanOutColumn]:
+    """One column per child branch: its prompt and its reply(ies) under the fan-out point.
+
+    Two queries: the child branches, and the messages written on them below the origin.
+    """
+    children = list(fanout.branches.order_by("id"))
+    messages = (
+        Message.objects.filter(branch__in=children)
+        .filter(Q(parent_id=fanout.origin_id) | Q(parent__parent_id=fanout.origin_id))
+        .select_related("turn")
+        .order_by("depth", "id")
+    )
+    by_branch: dict[int, list[dict]] = defaultdict(list)
+    for message in messages:
+        seq, text = live_text(message=message)
+        by_branch[message.branch_id].append({"message": message, "seq": seq, "text": text})
+    return [FanOutColumn(branch=child, items=by_branch.get(child.id, [])) for child in children]
+
+
+def fanout_replies(*, fanout: FanOut) -> list[tuple[Branch, Message | None]]:
+    """Each child branch with its latest reply to its fan-out prompt, in child order."""
+    children = list(fanout.branches.order_by("id"))
+    latest: dict[int, Message] = {}
+    replies = (
+        Message.objects.filter(branch__in=children, role=Message.Role.ASSISTANT, parent__parent_id=fanout.origin_id)
+        .select_related("turn")
+        .order_by("id")
+    )
+    for reply in replies:
+        latest[reply.branch_id] = reply
+    return [(child, latest.get(child.id)) for child in children]

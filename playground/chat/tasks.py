@@ -12,9 +12,9 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
+from .branching import fanout_finished as _fanout_finished
 from .dispatch import FANOUT_FINISHED_TASK, GENERATE_TASK, run_on_worker_loop
 from .generation import generation_run
-from .services import fanout_finished as _fanout_finished
 from .services import turns_sweep_stale
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from . import rendering, selectors, services, tree
+from . import branching, rendering, selectors, tree, tree_markup
 from .errors import ChatError
 
 TREE = "chat/tree.html"
@@ -48,8 +48,8 @@ def _current_branch(request, chat):
 def message_fork(request, session_id: int, message_id: int):
     chat = selectors.session_get(session_id=session_id, user=request.user)
     message = selectors.session_message_get(session=chat, message_id=message_id)
-    current = _current_branch(request, chat) or tree.branch_showing(session=chat, message_id=message.pk)
-    branch = services.branch_fork(session=chat, message=message, user=request.user, parent_branch=current)
+    current = _current_branch(request, chat) or selectors.branch_showing(session=chat, message_id=message.pk)
+    branch = branching.branch_fork(session=chat, message=message, user=request.user, parent_branch=current)
     return _go(request, _branch_url(branch))
 
 
@@ -58,7 +58,7 @@ def message_open(request, session_id: int, message_id: int):
     """Sibling arrows and tree nodes: open the branch showing this node (fork if none does)."""
     chat = selectors.session_get(session_id=session_id, user=request.user)
     message = selectors.session_message_get(session=chat, message_id=message_id)
-    branch = services.branch_open_at(session=chat, message=message, user=request.user, parent_branch=_current_branch(request, chat))
+    branch = branching.branch_open_at(session=chat, message=message, user=request.user, parent_branch=_current_branch(request, chat))
     return _go(request, _branch_url(branch, message.pk))
 
 
@@ -71,7 +71,7 @@ def message_edit(request, session_id: int, message_id: int):
         return render(request, f"{TREE}#edit-form", {"message": message, "edit_text": message.content})
     content = request.POST.get("content", "")
     try:
-        turn = services.message_edit_resend(
+        turn = branching.message_edit_resend(
             session=chat, message=message, user=request.user, content=content, web_session=request.session
         )
     except ChatError as exc:
@@ -87,7 +87,7 @@ def message_regenerate(request, session_id: int, message_id: int):
     chat = selectors.session_get(session_id=session_id, user=request.user)
     message = selectors.session_message_get(session=chat, message_id=message_id)
     try:
-        turn = services.message_regenerate(
+        turn = branching.message_regenerate(
             message=message, user=request.user, web_session=request.session, branch=_current_branch(request, chat)
         )
     except ChatError as exc:
@@ -108,7 +108,7 @@ def message_fanout(request, session_id: int, message_id: int):
     join = request.POST.get("join") in ("on", "true", "1")
     try:
         prompts = tree.fanout_prompts_parse(text=text, copies=copies)
-        fanout = services.fanout_send(
+        fanout = branching.fanout_send(
             session=chat, message=message, user=request.user, prompts=prompts, web_session=request.session,
             join=join, parent_branch=current,
         )
@@ -127,12 +127,12 @@ def branch_rename(request, session_id: int, branch_id: int):
     branch = selectors.branch_get(session=chat, branch_id=branch_id)
     error = ""
     try:
-        services.branch_rename(branch=branch, name=request.POST.get("name", ""))
+        branching.branch_rename(branch=branch, name=request.POST.get("name", ""))
     except ChatError as exc:
         error = str(exc)
     if not request.htmx:
         return _refused(ChatError(error), 422) if error else redirect(_branch_url(branch))
-    context = {**tree.branch_bar(session=chat, branch=branch), "rename_error": error}
+    context = {**selectors.branch_bar(session=chat, branch=branch), "rename_error": error}
     return render(request, f"{TREE}#branch-bar", context, status=422 if error else 200)
 
 
@@ -141,7 +141,7 @@ def branch_return(request, session_id: int, branch_id: int):
     chat = selectors.session_get(session_id=session_id, user=request.user)
     branch = selectors.branch_get(session=chat, branch_id=branch_id)
     try:
-        message = services.branch_return(branch=branch, user=request.user)
+        message = branching.branch_return(branch=branch, user=request.user)
     except ChatError as exc:
         return _refused(exc)
     return _go(request, _branch_url(message.branch, message.pk))
@@ -151,8 +151,8 @@ def branch_return(request, session_id: int, branch_id: int):
 def session_tree(request, session_id: int):
     chat = selectors.session_get(session_id=session_id, user=request.user)
     open_branch = _current_branch(request, chat) or selectors.branch_default(session=chat)
-    layout = tree.session_tree(session=chat, open_branch=open_branch)
-    graph = tree.tree_graph_html(layout=layout, session=chat, csrf_token=get_token(request)) if layout.nodes else ""
+    layout = selectors.session_tree(session=chat, open_branch=open_branch)
+    graph = tree_markup.tree_graph_html(layout=layout, session=chat, csrf_token=get_token(request)) if layout.nodes else ""
     return render(request, TREE, {"chat": chat, "tree": layout, "branch": open_branch, "graph": graph})
 
 
@@ -160,7 +160,7 @@ def session_tree(request, session_id: int):
 def fanout_view(request, session_id: int, fanout_id: int):
     chat = selectors.session_get(session_id=session_id, user=request.user)
     fanout = selectors.fanout_get(session=chat, fanout_id=fanout_id)
-    return render(request, FANOUT, {"chat": chat, "fanout": fanout, "columns": tree.fanout_columns(fanout=fanout)})
+    return render(request, FANOUT, {"chat": chat, "fanout": fanout, "columns": selectors.fanout_columns(fanout=fanout)})
 
 
 @require_POST
@@ -168,7 +168,7 @@ def fanout_join(request, session_id: int, fanout_id: int):
     chat = selectors.session_get(session_id=session_id, user=request.user)
     fanout = selectors.fanout_get(session=chat, fanout_id=fanout_id)
     try:
-        services.fanout_join_request(fanout=fanout, user=request.user)
+        branching.fanout_join_request(fanout=fanout, user=request.user)
     except ChatError as exc:
         return _refused(exc)
     fanout.refresh_from_db()

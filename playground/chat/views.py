@@ -13,10 +13,10 @@ from playground.caching.retention import retention_explanation
 from playground.providers.registry import provider_get, providers
 from playground.providers.selectors import key_ref_for, key_statuses
 
-from . import budgets, costs, export, insight, selectors, services, tree
-from .reply_request import path_messages
+from . import budgets, cost_selectors, export, insight, outbox, selectors, services
 from .errors import ChatError
 from .forms import BudgetForm, SessionSettingsForm
+from .reply_request import path_messages
 
 TEMPLATE = "chat/session.html"
 
@@ -94,7 +94,7 @@ def _thread(chat, branch, *, at: int | None = None) -> list[dict]:
     elif window.more:
         thread.append(_earlier(window.messages[0], window.hidden))
     thread += _thread_items(window.messages)
-    return tree.annotate_thread(session=chat, thread=thread)
+    return selectors.annotate_thread(session=chat, thread=thread)
 
 
 def _page_context(request, chat, branch, *, form=None, composer_text="", composer_error="", at=None):
@@ -114,8 +114,8 @@ def _page_context(request, chat, branch, *, form=None, composer_text="", compose
         "composer_text": composer_text,
         "composer_error": composer_error,
         "streaming": any(item["message"].in_flight for item in thread if "message" in item),
-        "panel": costs.session_panel(session=chat),
-        **tree.branch_bar(session=chat, branch=branch),
+        "panel": cost_selectors.session_panel(session=chat),
+        **selectors.branch_bar(session=chat, branch=branch),
     }
 
 
@@ -145,7 +145,7 @@ def message_earlier(request, session_id: int, message_id: int):
     )
     thread: list[dict] = [_earlier(window.messages[0], window.hidden, after=after)] if window.more else []
     thread += _thread_items(window.messages)
-    return render(request, f"{TEMPLATE}#earlier-window", {"chat": chat, "thread": tree.annotate_thread(session=chat, thread=thread)})
+    return render(request, f"{TEMPLATE}#earlier-window", {"chat": chat, "thread": selectors.annotate_thread(session=chat, thread=thread)})
 
 
 @require_POST
@@ -154,7 +154,8 @@ def message_send(request, session_id: int, branch_id: int):
     branch = selectors.branch_get(session=chat, branch_id=branch_id)
     content = request.POST.get("content", "")
     try:
-        turn = services.message_send(session=chat, branch=branch, user=request.user, content=content, web_session=request.session)
+        with outbox.collect() as delivered:
+            turn = services.message_send(session=chat, branch=branch, user=request.user, content=content, web_session=request.session)
     except ChatError as exc:
         context = {"chat": chat, "branch": branch, "composer_text": content, "composer_error": str(exc)}
         if request.htmx:
@@ -162,10 +163,10 @@ def message_send(request, session_id: int, branch_id: int):
         return render(request, TEMPLATE, _page_context(request, chat, branch, composer_text=content, composer_error=str(exc)), status=422)
     if not request.htmx:
         return redirect("branch", session_id=chat.pk, branch_id=branch.pk)
-    appended = getattr(turn, "appended_html", None)
+    appended = delivered.html(outbox.MessagesAppended)
     if appended is not None:
         # The "sent" partial is a fresh composer plus the "appended" fragment every tab on
-        # the session was just sent (services._announce): reuse it rather than render it twice.
+        # the session was just sent (on commit, chat/publish.py): reuse it, not render it twice.
         composer = render_to_string(
             f"{TEMPLATE}#composer", {"chat": chat, "branch": branch, "composer_text": "", "composer_error": ""}, request=request
         )
@@ -231,13 +232,13 @@ def turn_retry(request, turn_id: int):
 @require_GET
 def session_panel(request, session_id: int):
     chat = selectors.session_get(session_id=session_id, user=request.user)
-    return render(request, f"{TEMPLATE}#panel", {"chat": chat, "panel": costs.session_panel(session=chat)})
+    return render(request, f"{TEMPLATE}#panel", {"chat": chat, "panel": cost_selectors.session_panel(session=chat)})
 
 
 @require_GET
 def session_export(request, session_id: int, fmt: str):
     chat = selectors.session_get(session_id=session_id, user=request.user)
-    data = costs.session_turns(session=chat)
+    data = cost_selectors.session_turns(session=chat)
     if fmt == "csv":
         response = HttpResponse(export.export_csv(data), content_type="text/csv; charset=utf-8")
     else:
@@ -268,7 +269,7 @@ def _budget_forms(request, *, bound: tuple[str, BudgetForm] | None = None) -> li
 
 
 def _account_context(user) -> dict:
-    totals, per_session = costs.account_summary(user=user)
+    totals, per_session = cost_selectors.account_summary(user=user)
     return {"totals": totals, "per_session": per_session, "assumed_output": settings.PLAYGROUND_BUDGET_ASSUMED_OUTPUT_TOKENS}
 
 

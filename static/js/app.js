@@ -16,13 +16,22 @@
     asked[id] = Date.now();
     socket.send(JSON.stringify({ resync: id }));
   }
-  // Whenever the socket (re)opens, ask for every reply this page shows as streaming: it may
-  // have moved on, or ended, while the socket was down (or between the page's render and
-  // its socket's connect). The answer is its text so far, or the finished message.
+  // The one recovery path when the socket (re)opens (and so is subscribed): every reply this
+  // page shows as streaming may have moved on, or ended, while the socket was down (or
+  // between the page's render and its socket's connect), and no event will say so. In order:
+  // 1. ask the socket to resync each streaming body: its text so far, or the final message;
+  // 2. re-read each pending or streaming message over HTTP (/messages/<id>/: its end with the
+  //    cost panel if it ended, else nothing). Snapshot rules (data-seq) drop anything older.
+  // One listener, so the two steps cannot drift apart or run in an unknown order.
   document.addEventListener("htmx:wsOpen", function (evt) {
     keepSocket(evt);
     Array.prototype.forEach.call(document.querySelectorAll(".msg-body.live[id^='body-']"), function (body) {
       resync(body, true);
+    });
+    if (!window.htmx) return;
+    Array.prototype.forEach.call(document.querySelectorAll(".msg.status-pending, .msg.status-streaming"), function (msg) {
+      var id = msg.id.replace("msg-", "");
+      if (/^\d+$/.test(id)) window.htmx.ajax("GET", "/messages/" + id + "/", { swap: "none" });
     });
   });
 
@@ -179,20 +188,6 @@
       match.scrollIntoView({ block: "center" });
       match.classList.add("target");
     }
-  });
-})();
-
-// Once the session WebSocket is open (subscribed), re-read every reply this page shows as
-// running: one that finished between the page render and the subscription would otherwise
-// never get its final event. Snapshot rules (data-seq) drop anything older than the page.
-(function () {
-  "use strict";
-  document.addEventListener("htmx:wsOpen", function () {
-    if (!window.htmx) return;
-    document.querySelectorAll(".msg.status-pending, .msg.status-streaming").forEach(function (msg) {
-      var id = msg.id.replace("msg-", "");
-      if (/^\d+$/.test(id)) window.htmx.ajax("GET", "/messages/" + id + "/", { swap: "none" });
-    });
   });
 })();
 

@@ -54,6 +54,7 @@ def test_a_cap_is_set_on_the_account_page_counts_live_and_refuses_a_send(page, c
     expect(other.locator(".thread .msg-user")).to_have_count(0)
     shot(other, "refused")
 
+    page.bring_to_front()  # a user clicks Stop in the tab they look at (a background tab's frames are throttled)
     assistant.get_by_role("button", name="Stop").click()
     wait_finished(assistant, "stopped")
     expect(daily.locator(".reserved")).to_have_count(0, timeout=8_000)

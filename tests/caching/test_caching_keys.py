@@ -18,8 +18,8 @@ from playground.caching.keys import (
     bucket_for,
     cache_key_for,
     namespace_default,
-    safety_identifier_for,
 )
+from playground.derive import safety_identifier
 
 NS = "pcp-test"
 BASE = dict(namespace=NS, user_id=42, session_id=7, branch_id=3, bucket_count=16)
@@ -228,20 +228,20 @@ def test_baseline_nonce_and_prefix():
 
 
 def test_safety_identifier():
-    a = safety_identifier_for(user_id=42, secret="s3cret")
-    assert a == safety_identifier_for(user_id=42, secret=b"s3cret")
-    assert a != safety_identifier_for(user_id=43, secret="s3cret")
-    assert a != safety_identifier_for(user_id=42, secret="other")
+    a = safety_identifier(42, secret="s3cret")
+    assert a == safety_identifier(42, secret=b"s3cret")
+    assert a != safety_identifier(43, secret="s3cret")
+    assert a != safety_identifier(42, secret="other")
     assert re.fullmatch(r"[0-9a-f]{64}", a)
     assert len(a) <= 64
     with pytest.raises(ValueError):
-        safety_identifier_for(user_id=42, secret="")
+        safety_identifier(42, secret="")
 
 
 @settings(max_examples=100, deadline=None)
 @given(user_id=st.integers(min_value=10_000, max_value=2**128), secret=st.binary(min_size=1, max_size=100))
 def test_safety_identifier_hides_id(user_id, secret):
-    ident = safety_identifier_for(user_id=user_id, secret=secret)
+    ident = safety_identifier(user_id, secret=secret)
     assert len(ident) <= 64
     assert str(user_id) not in ident
-    assert ident == safety_identifier_for(user_id=user_id, secret=secret)
+    assert ident == safety_identifier(user_id, secret=secret)

@@ -10,18 +10,9 @@ from __future__ import annotations
 import pytest
 
 from playground.caching.blocks import BLOCK, fingerprint_chat, fingerprint_from_tokens, org_fingerprint
-from playground.caching.explain import (
-    LLAMA,
-    OPENAI,
-    Explanation,
-    explain,
-    format_duration,
-    predict,
-    predict_exact,
-    rate_ids,
-    rules_for,
-    scope_of_key,
-)
+from playground.caching.explain import Explanation, explain, predict, predict_exact
+from playground.caching.reasons import scope_of_key
+from playground.caching.rules import LLAMA, OPENAI, format_duration, rate_ids, rules_for
 from playground.caching.keys import cache_key_for
 from playground.tokens import encode_chat
 

@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from playground.caching.blocks import BLOCK, fingerprint_from_tokens
-from playground.caching.explain import LLAMA, explain, predict, predict_exact
+from playground.caching.explain import explain, predict, predict_exact
+from playground.caching.rules import LLAMA
 from tests.harness.llama import ALIAS, LlamaServer
 
 pytestmark = pytest.mark.llama

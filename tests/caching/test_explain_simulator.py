@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from playground.caching.blocks import ChatEncoder, Fingerprint, fingerprint_chat, org_fingerprint
-from playground.caching.explain import OPENAI, explain, predict
+from playground.caching.explain import explain, predict
+from playground.caching.rules import OPENAI
 from playground.caching.keys import cache_key_for
 from playground.simulator.prompt import chat_prompt
 from playground.simulator.server import SimulatorServer

@@ -13,7 +13,8 @@ import pytest
 import redis
 
 from playground.caching.blocks import fingerprint_chat
-from playground.caching.explain import OPENAI, predict, rate_ids
+from playground.caching.explain import predict
+from playground.caching.rules import OPENAI, rate_ids
 from playground.caching.ratewatch import MemoryRateWatch, RateWatch, RedisRateWatch, rate_warning
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -1,6 +1,6 @@
 """Prompt builders with exactly known token counts (one token per word)."""
 
-from playground.simulator.cache import cacheable
+from playground.caching.rules import OPENAI
 from playground.simulator.prompt import chat_prompt
 
 _POOL = (
@@ -24,4 +24,4 @@ def prompt_tokens(messages: list[dict]) -> int:
 
 def expected_hit(messages: list[dict]) -> int:
     """What a later request extending ``messages`` should find cached."""
-    return cacheable(prompt_tokens(messages))
+    return OPENAI.cacheable(prompt_tokens(messages))

@@ -3,7 +3,7 @@
 import openai
 import pytest
 
-from playground.simulator.cache import MIN_CACHEABLE
+from playground.caching.rules import OPENAI
 
 from .conftest import API_KEY
 from .helpers import expected_hit, prompt_tokens, system_and_user, words
@@ -25,7 +25,7 @@ def test_first_request_misses_then_the_next_turn_hits(client):
     assert prompt_tokens(first) >= 1200
     assert cached(client, first) == 0
     hit = cached(client, next_turn(first))
-    assert hit >= MIN_CACHEABLE and hit % 128 == 0
+    assert hit >= OPENAI.minimum and hit % 128 == 0
     assert hit == expected_hit(first)
 
 

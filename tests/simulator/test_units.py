@@ -3,7 +3,8 @@
 import pytest
 
 from playground.simulator import identity
-from playground.simulator.cache import PromptCache, cacheable
+from playground.caching.rules import OPENAI
+from playground.simulator.cache import PromptCache
 from playground.simulator.prompt import MESSAGE_FRAMING, REPLY_PRIMER, chat_prompt, responses_prompt
 from playground.simulator.state import Config, FaultRule
 from playground.simulator.tokenizer import count, encode
@@ -35,7 +36,7 @@ def test_responses_instructions_frame_like_a_developer_message():
 
 
 def test_cacheable_lengths():
-    assert [cacheable(n) for n in (0, 1023, 1024, 1151, 1152, 1300)] == [0, 0, 1024, 1024, 1152, 1280]
+    assert [OPENAI.cacheable(n) for n in (0, 1023, 1024, 1151, 1152, 1300)] == [0, 0, 1024, 1024, 1152, 1280]
 
 
 class FakeClock:

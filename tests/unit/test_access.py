@@ -16,14 +16,9 @@ def test_sign_in_and_up_are_public(client, path):
 
 
 @pytest.mark.django_db
-def test_other_users_session_is_not_found(client, django_user_model):
-    from playground.chat.services import session_create
-
-    owner = django_user_model.objects.create_user("owner", password="pw-123456-x")
-    other = django_user_model.objects.create_user("other", password="pw-123456-x")
-    chat = session_create(user=owner)
-    branch = chat.branches.get()
-    client.force_login(other)
+def test_other_users_session_is_not_found(client, owner, make_user, make_session):
+    chat, branch = make_session(owner)
+    client.force_login(make_user("other"))
     for path in (f"/sessions/{chat.pk}/", f"/sessions/{chat.pk}/b/{branch.pk}/"):
         assert client.get(path).status_code == 404
     assert client.post(f"/sessions/{chat.pk}/delete/").status_code == 404

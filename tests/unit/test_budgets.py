@@ -10,12 +10,10 @@ import pytest
 from django.test import override_settings
 
 from playground.caching.pricing import turn_cost
-from playground.chat import budgets, dispatch, services
+from playground.chat import branching, budgets, outbox, services
 from playground.chat.errors import ChatError
 from playground.chat.models import Budget, Message, Turn
 from playground.llm.types import Usage
-from playground.providers import crypto
-from playground.providers.models import ApiKey
 from playground.tokens import count_chat_tokens
 
 pytestmark = pytest.mark.django_db
@@ -25,24 +23,23 @@ SYSTEM = "You are terse. " * 40
 
 
 @pytest.fixture(autouse=True)
-def no_upstream(monkeypatch):
-    monkeypatch.setattr(dispatch, "generation_start", lambda turn_id: None)
-    monkeypatch.setattr(dispatch, "fanout_start", lambda **kwargs: None)
-    monkeypatch.setattr(services.events, "publish_sync", lambda *args: None)
+def no_upstream():
+    """No job starts and no tab is sent anything, should a transaction here ever commit."""
+    with outbox.capture():
+        yield
 
 
 @pytest.fixture
-def alice(django_user_model):
-    user = django_user_model.objects.create_user("alice", password="pw-123456-x")
-    ApiKey.objects.create(user=user, provider="openai", ciphertext=crypto.encrypt("sk-test-budget-0001"), mask="sk-...0001")
-    return user
+def alice(make_user):
+    return make_user("alice", key="sk-test-budget-0001")
 
 
-def session_for(user, *, max_output_tokens=1000):
-    chat = services.session_create(user=user)
-    chat.provider, chat.model, chat.system_prompt, chat.max_output_tokens = "openai", MODEL, SYSTEM, max_output_tokens
-    chat.save()
-    return chat, chat.branches.get()
+@pytest.fixture
+def session_for(make_session):
+    def make(user, *, max_output_tokens=1000):
+        return make_session(user, provider="openai", model=MODEL, system_prompt=SYSTEM, max_output_tokens=max_output_tokens)
+
+    return make
 
 
 def worst_case(prompt_tokens: int, output_tokens: int) -> Decimal:
@@ -75,7 +72,7 @@ def test_caps_are_the_users_own_else_the_default_and_never_above_the_ceiling(ali
     assert budgets.caps_for(own).daily == Decimal("0.50")
 
 
-def test_no_cap_of_any_kind_reserves_nothing(alice):
+def test_no_cap_of_any_kind_reserves_nothing(alice, session_for):
     chat, branch = session_for(alice)
     turn = services.message_send(session=chat, branch=branch, user=alice, content="hi")
     assert Turn.objects.get(pk=turn.pk).cost_reserved is None
@@ -84,7 +81,7 @@ def test_no_cap_of_any_kind_reserves_nothing(alice):
 # --- the worst case and the refusal -----------------------------------------------------------------
 
 
-def test_a_send_reserves_its_worst_case_prompt_at_list_price_and_output_at_max_tokens(alice):
+def test_a_send_reserves_its_worst_case_prompt_at_list_price_and_output_at_max_tokens(alice, session_for):
     Budget.objects.create(user=alice, provider="openai", daily_cap=Decimal("1"))
     chat, branch = session_for(alice, max_output_tokens=1000)
     turn = services.message_send(session=chat, branch=branch, user=alice, content="What is a prompt cache?")
@@ -93,7 +90,7 @@ def test_a_send_reserves_its_worst_case_prompt_at_list_price_and_output_at_max_t
     assert Turn.objects.get(pk=turn.pk).cost_reserved == worst_case(prompt, 1000)
 
 
-def test_a_send_that_would_pass_the_daily_cap_is_refused_and_nothing_is_kept(alice):
+def test_a_send_that_would_pass_the_daily_cap_is_refused_and_nothing_is_kept(alice, session_for):
     Budget.objects.create(user=alice, provider="openai", daily_cap=Decimal("0.01"))
     chat, branch = session_for(alice, max_output_tokens=20_000)  # 20k output tokens at $0.60/M: $0.012
     with pytest.raises(ChatError) as refused:
@@ -104,7 +101,7 @@ def test_a_send_that_would_pass_the_daily_cap_is_refused_and_nothing_is_kept(ali
     assert not Message.objects.filter(session=chat).exists() and not Turn.objects.exists()
 
 
-def test_spend_already_counted_plus_the_worst_case_is_what_is_checked(alice):
+def test_spend_already_counted_plus_the_worst_case_is_what_is_checked(alice, session_for):
     Budget.objects.create(user=alice, provider="openai", daily_cap=Decimal("0.01"))
     chat, branch = session_for(alice, max_output_tokens=1000)
     first = services.message_send(session=chat, branch=branch, user=alice, content="one")
@@ -117,7 +114,7 @@ def test_spend_already_counted_plus_the_worst_case_is_what_is_checked(alice):
     assert reserved > 0
 
 
-def test_a_fan_out_is_checked_as_a_whole(alice):
+def test_a_fan_out_is_checked_as_a_whole(alice, session_for):
     chat, branch = session_for(alice, max_output_tokens=4000)
     one = services.message_send(session=chat, branch=branch, user=alice, content="root")
     finish(one, cost=Decimal("0"))
@@ -125,13 +122,13 @@ def test_a_fan_out_is_checked_as_a_whole(alice):
     Budget.objects.create(user=alice, provider="openai", daily_cap=Decimal("0.01"))  # room for about four
     prompts = [f"angle {i}" for i in range(6)]
     with pytest.raises(ChatError, match=r"These 6 requests could cost up to"):
-        services.fanout_send(session=chat, message=each.message, user=alice, prompts=prompts)
+        branching.fanout_send(session=chat, message=each.message, user=alice, prompts=prompts)
     assert chat.branches.count() == 1 and Turn.objects.count() == 1, "nothing of the fan-out was kept"
-    fanout = services.fanout_send(session=chat, message=each.message, user=alice, prompts=prompts[:2])
+    fanout = branching.fanout_send(session=chat, message=each.message, user=alice, prompts=prompts[:2])
     assert Turn.objects.filter(branch__fanout=fanout, cost_reserved__gt=0).count() == 2
 
 
-def test_retry_and_regenerate_are_checked_too(alice):
+def test_retry_and_regenerate_are_checked_too(alice, session_for):
     chat, branch = session_for(alice, max_output_tokens=1000)
     turn = services.message_send(session=chat, branch=branch, user=alice, content="q")
     finish(turn, cost=Decimal("0.001"))
@@ -141,13 +138,13 @@ def test_retry_and_regenerate_are_checked_too(alice):
         services.turn_retry(turn=Turn.objects.get(pk=turn.pk), user=alice)
     assert Turn.objects.get(pk=turn.pk).message_id == turn.message_id, "the attempt is still the one shown"
     with pytest.raises(ChatError, match="daily cap"):
-        services.message_regenerate(message=Message.objects.get(pk=turn.message_id), user=alice, branch=branch)
+        branching.message_regenerate(message=Message.objects.get(pk=turn.message_id), user=alice, branch=branch)
 
 
 # --- what counts ------------------------------------------------------------------------------------
 
 
-def test_spend_counts_billed_priced_reserved_in_flight_and_nothing_unbilled(alice):
+def test_spend_counts_billed_priced_reserved_in_flight_and_nothing_unbilled(alice, session_for):
     now = datetime(2026, 12, 15, 12, 0, tzinfo=dt_timezone.utc)
     chat, branch = session_for(alice)
     made = []
@@ -181,7 +178,7 @@ def test_days_start_in_the_deployments_time_zone():
 
 
 @override_settings(PLAYGROUND_BUDGET_DAILY_DEFAULT=Decimal("1.50"), PLAYGROUND_BUDGET_MONTHLY_CEILING=Decimal("20"))
-def test_the_account_page_sets_caps_and_shows_spend_against_them(client, alice):
+def test_the_account_page_sets_caps_and_shows_spend_against_them(client, alice, session_for):
     client.force_login(alice)
     page = client.get("/account/").content.decode()
     assert "Spending caps" in page and "default $1.50" in page and "at most $20.00" in page
@@ -213,7 +210,7 @@ def test_an_unknown_provider_is_a_404(client, alice):
 # --- what the review found: deleting, unpriced models, no max output -----------------------------
 
 
-def test_deleting_a_session_does_not_give_its_spend_back(alice):
+def test_deleting_a_session_does_not_give_its_spend_back(alice, session_for):
     chat, branch = session_for(alice)
     finish(services.message_send(session=chat, branch=branch, user=alice, content="a"), cost=Decimal("0.25"))
     Budget.objects.create(user=alice, provider="openai", daily_cap=Decimal("5"))
@@ -228,7 +225,7 @@ def test_deleting_a_session_does_not_give_its_spend_back(alice):
     assert after.total("daily") == before.total("daily") == Decimal("0.25") + reserved
 
 
-def test_an_unpriced_model_on_a_paid_key_is_refused_under_a_cap(alice):
+def test_an_unpriced_model_on_a_paid_key_is_refused_under_a_cap(alice, session_for):
     Budget.objects.create(user=alice, provider="openai", daily_cap=Decimal("5"))
     chat, branch = session_for(alice)
     chat.model = "ft:gpt-4o-mini:acme::x1"
@@ -237,7 +234,7 @@ def test_an_unpriced_model_on_a_paid_key_is_refused_under_a_cap(alice):
         services.message_send(session=chat, branch=branch, user=alice, content="hi")
 
 
-def test_a_capped_send_without_a_max_is_sent_with_the_assumed_limit(alice, settings):
+def test_a_capped_send_without_a_max_is_sent_with_the_assumed_limit(alice, settings, session_for):
     settings.PLAYGROUND_BUDGET_ASSUMED_OUTPUT_TOKENS = 3000
     Budget.objects.create(user=alice, provider="openai", daily_cap=Decimal("5"))
     chat, branch = session_for(alice, max_output_tokens=None)

@@ -16,7 +16,7 @@ def _layer():
 
 
 def test_a_tab_that_stops_reading_keeps_only_the_newest_events(monkeypatch):
-    monkeypatch.setattr(events, "TAB_QUEUE_LIMIT", 10)
+    monkeypatch.setattr(events.layer, "TAB_QUEUE_LIMIT", 10)
 
     async def run():
         layer = _layer()

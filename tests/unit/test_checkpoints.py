@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from django.utils import timezone
 
-from playground.chat import checkpoints, services
+from playground.chat import checkpoints
 from playground.chat.models import Message, Turn
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -17,14 +17,12 @@ BAD = "refused by the database"
 
 
 @pytest.fixture
-def replies(django_user_model):
+def replies(owner, chat):
     """Three streaming replies of one user, with their turns (heartbeat long ago)."""
-    user = django_user_model.objects.create_user("ckpt-owner", password="pw-123456-x")
-    chat = services.session_create(user=user)
     out = []
     for i in range(3):
         message = Message.objects.create(session=chat, role="assistant", status="streaming", content="", depth=i)
-        turn = Turn.objects.create(message=message, session=chat, user=user, provider="simulator", api="chat",
+        turn = Turn.objects.create(message=message, session=chat, user=owner, provider="simulator", api="chat",
                                    model="gpt-4o-mini", heartbeat_at=timezone.now() - timezone.timedelta(minutes=5))
         out.append((message, turn))
     return out

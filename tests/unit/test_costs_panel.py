@@ -29,7 +29,7 @@ from django.template.loader import render_to_string
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from playground.chat import costs, export, services
+from playground.chat import cost_selectors, costs, export
 from playground.chat.models import Branch, ChatSession, Message, Turn
 
 pytestmark = pytest.mark.django_db
@@ -63,7 +63,7 @@ def reference_warmth(rows, *, now):
 
 
 def reference_panel(chat, *, now):
-    rows = costs.turn_rows(session=chat)
+    rows = cost_selectors.turn_rows(session=chat)
     by_branch = {}
     for row in rows:
         by_branch.setdefault((row.branch_id, row.branch), []).append(row)
@@ -81,27 +81,17 @@ def reference_account(user):
     turns = (
         Turn.objects.filter(session__owner=user, requested_at__isnull=False, finished_at__isnull=False)
         .select_related("branch")
-        .defer(*costs.UNREAD)
+        .defer(*cost_selectors.UNREAD)
         .order_by("requested_at", "id")
     )
     by_session = {}
     for turn in turns:
-        by_session.setdefault(turn.session_id, []).append(costs._row(turn))
+        by_session.setdefault(turn.session_id, []).append(cost_selectors._row(turn))
     per_session = [(s, costs.totals_of(by_session.get(s.pk, []))) for s in sessions]
     return costs.totals_of([row for rows in by_session.values() for row in rows]), per_session
 
 
 # --- data -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def owner(django_user_model):
-    return django_user_model.objects.create_user("costs-owner", password="pw-123456-x")
-
-
-@pytest.fixture
-def chat(owner):
-    return services.session_create(user=owner)
 
 
 def _amount(rng: random.Random) -> Decimal:
@@ -170,16 +160,21 @@ def add_turns(chat, n: int, *, seed: int = 1, branches: list[Branch] | None = No
     return at
 
 
-def varied_session(owner, chat, n: int = 400):
-    """Several branches (two of them deleted afterwards) and another user's session."""
-    for name in ("alt", "fan-1", "fan-2", "doomed-1", "doomed-2"):
-        Branch.objects.create(session=chat, name=name)
-    last = add_turns(chat, n)
-    Branch.objects.filter(session=chat, name__startswith="doomed").delete()
-    assert Turn.objects.filter(session=chat, branch__isnull=True).exists()
-    other_user = type(owner).objects.create_user("costs-other", password="pw-123456-x")
-    add_turns(services.session_create(user=other_user), 50, seed=2)
-    return last
+@pytest.fixture
+def varied_session(make_user, make_session):
+    """`varied_session(chat, n)`: several branches (two of them deleted afterwards) and another
+    user's session; returns the last request time."""
+
+    def build(chat, n: int = 400):
+        for name in ("alt", "fan-1", "fan-2", "doomed-1", "doomed-2"):
+            Branch.objects.create(session=chat, name=name)
+        last = add_turns(chat, n)
+        Branch.objects.filter(session=chat, name__startswith="doomed").delete()
+        assert Turn.objects.filter(session=chat, branch__isnull=True).exists()
+        add_turns(make_session(make_user("costs-other"))[0], 50, seed=2)
+        return last
+
+    return build
 
 
 # --- equality with the previous computation ---------------------------------------------------
@@ -189,14 +184,14 @@ def varied_session(owner, chat, n: int = 400):
 def test_panel_equals_the_previous_computation(owner, chat, seed, slice_size, monkeypatch):
     # slice_size 3: the key warmth reads its turns in many slices (PostgreSQL's bound on
     # parameters per statement), and must come out the same.
-    monkeypatch.setattr(costs, "MOMENTS_PER_QUERY", slice_size)
+    monkeypatch.setattr(cost_selectors, "MOMENTS_PER_QUERY", slice_size)
     for name in ("alt", "fan-1", "doomed"):
         Branch.objects.create(session=chat, name=name)
     last = add_turns(chat, 300, seed=seed)
     Branch.objects.filter(session=chat, name="doomed").delete()
     states = set()
     for now in (last + timedelta(minutes=3), last + timedelta(minutes=7), last + timedelta(hours=2)):
-        new, old = costs.session_panel(session=chat, now=now), reference_panel(chat, now=now)
+        new, old = cost_selectors.session_panel(session=chat, now=now), reference_panel(chat, now=now)
         assert new.totals == old.totals
         assert new.branches == old.branches
         assert new.chart == old.chart
@@ -214,10 +209,10 @@ def test_panel_equals_the_previous_computation(owner, chat, seed, slice_size, mo
     assert new.totals.estimated and new.totals.estimated_cost and new.totals.not_billed
 
 
-def test_panel_totals_equal_the_sum_of_the_exported_turns(owner, chat):
-    varied_session(owner, chat)
-    panel = costs.session_panel(session=chat)
-    exported = export.export_json(costs.session_turns(session=chat))
+def test_panel_totals_equal_the_sum_of_the_exported_turns(chat, varied_session):
+    varied_session(chat)
+    panel = cost_selectors.session_panel(session=chat)
+    exported = export.export_json(cost_selectors.session_turns(session=chat))
     turns = exported["turns"]
     finished = Turn.objects.filter(session=chat, requested_at__isnull=False, finished_at__isnull=False)
     assert len(turns) == finished.count() == panel.totals.attempts
@@ -246,7 +241,7 @@ def test_panel_totals_equal_the_sum_of_the_exported_turns(owner, chat):
         assert bt.money.actual == sum((Decimal(x["cost"]["actual"]) for x in mine if x["billed"] and x["cost"]["actual"]), Decimal(0))
     assert sum(bt.requests for _, bt in panel.branches) == t.requests
 
-    csv_lines = export.export_csv(costs.session_turns(session=chat)).strip().splitlines()
+    csv_lines = export.export_csv(cost_selectors.session_turns(session=chat)).strip().splitlines()
     assert len(csv_lines) == 1 + len(turns) + 1 and csv_lines[-1].startswith(f"TOTAL,,{t.attempts} attempts,{t.requests} billed")
 
 
@@ -265,8 +260,8 @@ def test_money_is_summed_exactly(owner, chat):
             for i, m in enumerate(messages)
         ]
     )
-    money = costs.session_panel(session=chat).totals.money
-    assert money.actual == sum(AMOUNTS) * 100 == costs.session_turns(session=chat).totals.money.actual
+    money = cost_selectors.session_panel(session=chat).totals.money
+    assert money.actual == sum(AMOUNTS) * 100 == cost_selectors.session_turns(session=chat).totals.money.actual
     assert money.uncached == Decimal("123.456789012345") * 600
     assert isinstance(money.actual, Decimal) and isinstance(money.saved, Decimal)
     assert money.saved == money.uncached - money.actual
@@ -274,28 +269,28 @@ def test_money_is_summed_exactly(owner, chat):
 
 def test_empty_session_and_only_unpriced(owner, chat):
     for now in (None, timezone.now()):
-        new, old = costs.session_panel(session=chat, now=now), reference_panel(chat, now=now or timezone.now())
+        new, old = cost_selectors.session_panel(session=chat, now=now), reference_panel(chat, now=now or timezone.now())
         assert new.totals == old.totals == costs.Totals() and new.branches == old.branches == []
         assert new.chart == old.chart and new.warmth == old.warmth == []
     message = Message.objects.create(session=chat, depth=0, role="assistant")
     at = timezone.now()
     refused = Turn.objects.create(message=message, session=chat, user=chat.owner, provider="p", api="chat", model="m",
                                   requested_at=at, finished_at=at, outcome="rate_limited", reached=True)
-    new = costs.session_panel(session=chat, now=at)
+    new = cost_selectors.session_panel(session=chat, now=at)
     assert new.totals == reference_panel(chat, now=at).totals
     assert new.totals.money.actual == 0 and new.totals.not_billed == 1 and new.totals.requests == 0, "a 429 costs nothing"
     Turn.objects.filter(pk=refused.pk).update(billed=True, outcome="cut")
-    new = costs.session_panel(session=chat, now=at)
+    new = cost_selectors.session_panel(session=chat, now=at)
     assert new.totals == reference_panel(chat, now=at).totals
     assert new.totals.money.actual is None and new.totals.money.unpriced_count == 1
 
 
-def test_account_summary_equals_the_previous_computation(owner, chat):
-    varied_session(owner, chat, 200)
-    second = services.session_create(user=owner)
+def test_account_summary_equals_the_previous_computation(owner, chat, varied_session, make_session):
+    varied_session(chat, 200)
+    second, _ = make_session(owner)
     add_turns(second, 120, seed=5)
-    services.session_create(user=owner)  # no turns at all
-    totals, per_session = costs.account_summary(user=owner)
+    make_session(owner)  # no turns at all
+    totals, per_session = cost_selectors.account_summary(user=owner)
     ref_totals, ref_per_session = reference_account(owner)
     assert totals == ref_totals
     assert [(s.pk, t) for s, t in per_session] == [(s.pk, t) for s, t in ref_per_session]
@@ -323,20 +318,20 @@ class TurnsBuilt:
 
 def _panel_cost(chat, owner):
     with CaptureQueriesContext(connection) as panel_q, TurnsBuilt() as built:
-        html = render_to_string(TEMPLATE, {"chat": chat, "panel": costs.session_panel(session=chat)})
+        html = render_to_string(TEMPLATE, {"chat": chat, "panel": cost_selectors.session_panel(session=chat)})
     with CaptureQueriesContext(connection) as account_q, TurnsBuilt() as built_account:
-        costs.account_summary(user=owner)
+        cost_selectors.account_summary(user=owner)
     return len(panel_q.captured_queries), built.count, len(account_q.captured_queries), built_account.count, html
 
 
-def test_panel_cost_is_the_same_at_10_and_500_turns(owner):
-    small = services.session_create(user=owner)
+def test_panel_cost_is_the_same_at_10_and_500_turns(owner, make_session):
+    small, _ = make_session(owner)
     for name in ("alt", "fan-1"):
         Branch.objects.create(session=small, name=name)
     add_turns(small, 12)
     few = _panel_cost(small, owner)
 
-    big = services.session_create(user=owner)
+    big, _ = make_session(owner)
     for name in ("alt", "fan-1"):
         Branch.objects.create(session=big, name=name)
     add_turns(big, 500)
@@ -344,15 +339,15 @@ def test_panel_cost_is_the_same_at_10_and_500_turns(owner):
 
     assert few[:4] == many[:4] == (5, 0, 2, 0), "5 queries for the panel, 2 for the account, no Turn objects"
     assert many[4].count("<rect class=\"bar-cached\"") == costs.CHART_TURNS
-    assert "<dt>requests</dt><dd>%d</dd>" % costs.session_panel(session=big).totals.requests in many[4]
+    assert "<dt>requests</dt><dd>%d</dd>" % cost_selectors.session_panel(session=big).totals.requests in many[4]
     # The exports still list every turn (they are downloads, and may cost O(turns)).
-    assert len(costs.session_turns(session=big).rows) == costs.session_panel(session=big).totals.attempts
+    assert len(cost_selectors.session_turns(session=big).rows) == cost_selectors.session_panel(session=big).totals.attempts
 
 
 def test_panel_never_reads_fingerprints(owner, chat):
     add_turns(chat, 50)
     with CaptureQueriesContext(connection) as captured:
-        costs.session_panel(session=chat)
+        cost_selectors.session_panel(session=chat)
     sqls = [q["sql"] for q in captured.captured_queries]
     assert len(sqls) == 5 and not [sql for sql in sqls if "fingerprint" in sql]
 
@@ -368,7 +363,7 @@ def test_a_streaming_reply_is_an_in_progress_row_with_a_running_estimate(owner, 
     done = Message.objects.create(session=chat, depth=1, role="assistant", content="x")
     Turn.objects.create(message=done, reply=done, session=chat, branch=branch, user=owner, provider="openai", api="chat",
                         model="gpt-4o-mini", requested_at=at, finished_at=at, usage_reported=True)
-    (row,) = costs.session_panel(session=chat).live
+    (row,) = cost_selectors.session_panel(session=chat).live
     assert (row.branch, row.prompt_tokens, row.cached_tokens) == ("main", 2048, 1024)
     from playground.tokens import encoding_for_model
 

@@ -18,7 +18,7 @@ def batches(monkeypatch):
         await asyncio.sleep(0.002)  # a send takes a moment; ticks must not overlap
         sent.append((time.monotonic(), list(frames)))
 
-    monkeypatch.setattr(events, "store_and_publish", record)
+    monkeypatch.setattr(events.frames, "store_and_publish", record)
     return sent
 
 

@@ -1,4 +1,3 @@
-import json
 from datetime import timedelta
 
 import pytest
@@ -40,11 +39,10 @@ def test_ciphertext_is_authenticated_and_never_the_key(secrets_setting):
 
 
 @pytest.mark.django_db
-def test_rotation_reencrypts_so_the_old_secret_can_be_removed(secrets_setting, django_user_model):
+def test_rotation_reencrypts_so_the_old_secret_can_be_removed(secrets_setting, make_user):
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
-    user = django_user_model.objects.create_user("rot", password="x")
     secrets_setting(old)
-    ApiKey.objects.create(user=user, provider="openai", ciphertext=crypto.encrypt(KEY), mask="sk-...a1b2")
+    user = make_user("rot", key=KEY)
     secrets_setting(new, old)
     call_command("rotate_key_secrets")
     secrets_setting(new)  # the old secret is gone
@@ -56,14 +54,11 @@ def test_rotation_reencrypts_so_the_old_secret_can_be_removed(secrets_setting, d
 
 
 @pytest.mark.django_db
-def test_expired_key_is_not_used_and_shows_expired(secrets_setting, django_user_model):
+def test_expired_key_is_not_used_and_shows_expired(secrets_setting, make_user, make_key):
     secrets_setting(Fernet.generate_key().decode())
-    user = django_user_model.objects.create_user("exp", password="x")
+    user = make_user("exp")
     provider = registry.providers()["openai"]
-    key = ApiKey.objects.create(
-        user=user, provider="openai", ciphertext=crypto.encrypt(KEY), mask="sk-...a1b2",
-        expires_at=timezone.now() - timedelta(minutes=1),
-    )
+    key = make_key(user, KEY, expires_at=timezone.now() - timedelta(minutes=1))
     assert key_ref_for(user=user, session={}, provider=provider) is None
     with pytest.raises(LookupError):
         key_plaintext(user_id=user.id, key_ref=f"db:{key.pk}")
@@ -72,11 +67,10 @@ def test_expired_key_is_not_used_and_shows_expired(secrets_setting, django_user_
 
 
 @pytest.mark.django_db
-def test_another_users_key_ref_does_not_decrypt(secrets_setting, django_user_model):
+def test_another_users_key_ref_does_not_decrypt(secrets_setting, owner, make_user, make_key):
     secrets_setting(Fernet.generate_key().decode())
-    owner = django_user_model.objects.create_user("own", password="x")
-    thief = django_user_model.objects.create_user("thief", password="x")
-    key = ApiKey.objects.create(user=owner, provider="openai", ciphertext=crypto.encrypt(KEY), mask="m")
+    thief = make_user("thief")
+    key = make_key(owner, KEY)
     with pytest.raises(LookupError):
         key_plaintext(user_id=thief.id, key_ref=f"db:{key.pk}")
 

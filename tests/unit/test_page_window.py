@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from playground.chat import selectors, services
+from playground.chat import selectors
 from playground.chat.models import Branch, Message, Turn
 
 pytestmark = pytest.mark.django_db
@@ -23,16 +23,6 @@ K = 5  # a small window, so the boundaries are cheap to build
 @pytest.fixture(autouse=True)
 def small_window(settings):
     settings.PLAYGROUND_PAGE_MESSAGES = K
-
-
-@pytest.fixture
-def owner(django_user_model):
-    return django_user_model.objects.create_user("window-owner", password="pw-123456-x")
-
-
-@pytest.fixture
-def chat(owner):
-    return services.session_create(user=owner)
 
 
 @pytest.fixture
@@ -251,10 +241,10 @@ def test_page_opened_at_a_message_above_the_window_shows_it_and_everything_stays
     assert _load_all_earlier(signed_in, html) == ids, "the gap fills in without repeating what the page shows"
 
 
-def test_at_is_ignored_when_the_message_is_not_on_the_branch(signed_in, chat, owner):
+def test_at_is_ignored_when_the_message_is_not_on_the_branch(signed_in, chat, owner, make_session):
     ids = _chain(chat, 4 * K)
     side = Message.objects.create(session=chat, parent_id=ids[3], depth=4, role="user", content="a side question")
-    other = services.session_create(user=owner)
+    other, _ = make_session(owner)
     elsewhere = Message.objects.create(session=other, depth=0, role="user", content="another session")
     plain = _shown(_page(signed_in, chat, _main(chat)))
     for at in (side.pk, elsewhere.pk, ids[-1], 10**12, "x"):
@@ -273,10 +263,10 @@ def test_open_redirects_to_the_message_with_at(signed_in, chat, owner):
 # --- ownership -------------------------------------------------------------------------------------
 
 
-def test_earlier_is_the_owners_only(client, chat, django_user_model):
+def test_earlier_is_the_owners_only(client, chat, make_user, make_session):
     ids = _chain(chat, 3 * K)
-    intruder = django_user_model.objects.create_user("window-intruder", password="pw-123456-x")
-    own = services.session_create(user=intruder)
+    intruder = make_user("window-intruder")
+    own, _ = make_session(intruder)
     mine = Message.objects.create(session=own, depth=0, role="user", content="intruder's own")
     url = f"/sessions/{chat.pk}/m/{ids[-1]}/earlier/"
     assert client.get(url).status_code == 302  # anonymous: to the sign-in page

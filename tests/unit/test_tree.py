@@ -9,21 +9,11 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from playground.chat import selectors, services, tree
+from playground.chat import branching, selectors, services, tree, turns
 from playground.chat.errors import ChatError
 from playground.chat.models import Branch, FanOut, Message
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def owner(django_user_model):
-    return django_user_model.objects.create_user("tree-owner", password="pw-123456-x")
-
-
-@pytest.fixture
-def chat(owner):
-    return services.session_create(user=owner)
 
 
 def _chain(chat, length: int) -> list[int]:
@@ -63,8 +53,8 @@ def test_fork_and_path_cost_the_same_at_depth_10_and_10000(chat, owner):
     deep = Message.objects.get(pk=ids[10_000])
     assert (shallow.depth, deep.depth) == (10, 10_000)
 
-    fork_shallow_queries, shallow_branch = _count(lambda: services.branch_fork(session=chat, message=shallow, user=owner))
-    fork_deep_queries, deep_branch = _count(lambda: services.branch_fork(session=chat, message=deep, user=owner))
+    fork_shallow_queries, shallow_branch = _count(lambda: branching.branch_fork(session=chat, message=shallow, user=owner))
+    fork_deep_queries, deep_branch = _count(lambda: branching.branch_fork(session=chat, message=deep, user=owner))
     print(f"\nfork queries: depth 10 = {fork_shallow_queries}, depth 10,000 = {fork_deep_queries}")
     assert fork_shallow_queries == fork_deep_queries == 2  # COUNT for the default name, one INSERT
     assert deep_branch.head_id == deep.pk and deep_branch.forked_from_id == deep.pk
@@ -77,15 +67,15 @@ def test_fork_and_path_cost_the_same_at_depth_10_and_10000(chat, owner):
     assert [m.id for m in shallow_path] == ids[:11]
     assert [m.id for m in deep_path] == ids
 
-    sib_shallow, _ = _count(lambda: tree.path_siblings(session=chat, path=shallow_path))
-    sib_deep, _ = _count(lambda: tree.path_siblings(session=chat, path=deep_path))
+    sib_shallow, _ = _count(lambda: selectors.path_siblings(session=chat, path=shallow_path))
+    sib_deep, _ = _count(lambda: selectors.path_siblings(session=chat, path=deep_path))
     assert sib_shallow == sib_deep == 1
 
 
 def test_branch_page_query_count_does_not_grow_with_depth(client, chat, owner):
     ids = _chain(chat, 10_001)
-    shallow = services.branch_fork(session=chat, message=Message.objects.get(pk=ids[10]), user=owner)
-    deep = services.branch_fork(session=chat, message=Message.objects.get(pk=ids[10_000]), user=owner)
+    shallow = branching.branch_fork(session=chat, message=Message.objects.get(pk=ids[10]), user=owner)
+    deep = branching.branch_fork(session=chat, message=Message.objects.get(pk=ids[10_000]), user=owner)
     client.force_login(owner)
     counts = {}
     for label, branch in (("10", shallow), ("10,000", deep)):
@@ -108,14 +98,14 @@ def test_siblings_positions_in_one_query(chat, owner):
     a3 = _msg(chat, u1, "assistant", "third answer")
     u2 = _msg(chat, a2, "user", "follow-up")
     path = [u1, a2, u2]
-    queries, sibs = _count(lambda: tree.path_siblings(session=chat, path=path))
+    queries, sibs = _count(lambda: selectors.path_siblings(session=chat, path=path))
     assert queries == 1
     assert set(sibs) == {a2.id}
     assert (sibs[a2.id].position, sibs[a2.id].count) == (2, 3)
     assert (sibs[a2.id].prev_id, sibs[a2.id].next_id) == (a1.id, a3.id)
     # roots are siblings too (an edited first message)
     u1b = _msg(chat, None, "user", "hello again")
-    sibs = tree.path_siblings(session=chat, path=[u1b])
+    sibs = selectors.path_siblings(session=chat, path=[u1b])
     assert (sibs[u1b.id].position, sibs[u1b.id].count, sibs[u1b.id].prev_id) == (2, 2, u1.id)
 
 
@@ -126,13 +116,13 @@ def test_branch_showing_prefers_the_most_recent_branch_containing_the_node(chat,
     u2 = _msg(chat, a1, "user", "q2", main)
     main.head = u2
     main.save()
-    assert tree.branch_showing(session=chat, message_id=a1.id) == main
+    assert selectors.branch_showing(session=chat, message_id=a1.id) == main
     other = Branch.objects.create(session=chat, name="other", head=a1)
-    assert tree.branch_showing(session=chat, message_id=a1.id) == other  # most recently updated
-    assert tree.branch_showing(session=chat, message_id=u2.id) == main
+    assert selectors.branch_showing(session=chat, message_id=a1.id) == other  # most recently updated
+    assert selectors.branch_showing(session=chat, message_id=u2.id) == main
     orphan = _msg(chat, u1, "assistant", "unreached")
-    assert tree.branch_showing(session=chat, message_id=orphan.id) is None
-    opened = services.branch_open_at(session=chat, message=orphan, user=owner)
+    assert selectors.branch_showing(session=chat, message_id=orphan.id) is None
+    opened = branching.branch_open_at(session=chat, message=orphan, user=owner)
     assert opened.head_id == orphan.id and opened.name.startswith("fork ")
 
 
@@ -146,7 +136,7 @@ def test_tree_layout_lanes_rows_and_open_path(chat, owner):
     main.head = u2
     main.save()
     fork = Branch.objects.create(session=chat, name="fork 2", head=a2b, parent_branch=main)
-    queries, layout = _count(lambda: tree.session_tree(session=chat, open_branch=fork))
+    queries, layout = _count(lambda: selectors.session_tree(session=chat, open_branch=fork))
     assert queries == 3  # messages, branches, fan-outs
     rows = {n.id: n for n in layout.nodes}
     assert [n.id for n in layout.nodes] == [u1.id, a1.id, u2.id, u2b.id, a2b.id]  # depth-first
@@ -160,8 +150,8 @@ def test_tree_layout_lanes_rows_and_open_path(chat, owner):
 
 
 def test_tree_layout_reuses_lanes_and_handles_a_deep_chain(chat):
-    ids = _chain(chat, 3000)
-    queries, layout = _count(lambda: tree.session_tree(session=chat, open_branch=None))
+    _chain(chat, 3000)
+    queries, layout = _count(lambda: selectors.session_tree(session=chat, open_branch=None))
     assert queries == 3 and layout.lanes == 1 and len(layout.nodes) == 3000
 
 
@@ -176,11 +166,11 @@ def test_fanout_prompt_parsing():
 
 def test_rename_validates(chat):
     branch = chat.branches.get()
-    assert services.branch_rename(branch=branch, name="  a   better  name ").name == "a better name"
+    assert branching.branch_rename(branch=branch, name="  a   better  name ").name == "a better name"
     with pytest.raises(ChatError):
-        services.branch_rename(branch=branch, name="   ")
+        branching.branch_rename(branch=branch, name="   ")
     with pytest.raises(ChatError):
-        services.branch_rename(branch=branch, name="x" * 81)
+        branching.branch_rename(branch=branch, name="x" * 81)
 
 
 def test_return_to_parent_quotes_the_answer_as_plain_text(chat, owner, django_capture_on_commit_callbacks):
@@ -189,13 +179,13 @@ def test_return_to_parent_quotes_the_answer_as_plain_text(chat, owner, django_ca
     a1 = _msg(chat, u1, "assistant", "a", main)
     main.head = a1
     main.save()
-    fork = services.branch_fork(session=chat, message=a1, user=owner, parent_branch=main)
+    fork = branching.branch_fork(session=chat, message=a1, user=owner, parent_branch=main)
     u2 = _msg(chat, a1, "user", "sub-question", fork)
     a2 = _msg(chat, u2, "assistant", "line one\n</p><script>alert(1)</script>\n\nline three", fork)
     fork.head = a2
     fork.save()
     with django_capture_on_commit_callbacks(execute=False):
-        returned = services.branch_return(branch=fork, user=owner)
+        returned = branching.branch_return(branch=fork, user=owner)
     main.refresh_from_db()
     assert main.head_id == returned.id and returned.parent_id == a1.id and returned.role == "user"
     assert returned.source_branch_id == fork.id
@@ -223,13 +213,13 @@ def test_join_happens_once_and_names_failed_children(chat, owner, django_capture
         child.head = reply
         child.save()
         replies.append(reply)
-    assert services.fanout_finished(fanout_id=fanout.pk) is None, "waits while a reply runs"
+    assert branching.fanout_finished(fanout_id=fanout.pk) is None, "waits while a reply runs"
     Message.objects.filter(pk=replies[2].pk).update(status=Message.Status.DONE, content="answer 3")
     with django_capture_on_commit_callbacks(execute=False):
-        joined = services.fanout_finished(fanout_id=fanout.pk)
-        again = services.fanout_finished(fanout_id=fanout.pk)
+        joined = branching.fanout_finished(fanout_id=fanout.pk)
+        again = branching.fanout_finished(fanout_id=fanout.pk)
         fanout.refresh_from_db()
-        third = services.fanout_join(fanout=fanout)
+        third = branching.fanout_join(fanout=fanout)
     assert joined is not None and again is None and third is None
     assert Message.objects.filter(source_fanout=fanout).count() == 1
     text = joined.content
@@ -254,18 +244,18 @@ def test_a_swept_child_completes_the_join(chat, owner, settings, django_capture_
     main.head = a1
     main.save()
     fanout = FanOut.objects.create(session=chat, parent_branch=main, origin=a1, join=True, name="fan-out 2")
-    turns = []
+    started = []
     for i in (1, 2):
         child = Branch.objects.create(session=chat, name=f"fan-out 2.{i}", forked_from=a1, parent_branch=main, fanout=fanout)
         prompt = _msg(chat, a1, "user", f"p{i}", child)
-        turn = services._turn_for(parent=prompt, session=chat, branch=child, user=owner, key_ref="ref")
+        turn = turns.turn_for(parent=prompt, session=chat, branch=child, user=owner, key_ref="ref")
         child.head = turn.message
         child.save()
-        turns.append(turn)
-    Message.objects.filter(pk=turns[0].message_id).update(status=Message.Status.DONE, content="first answer")
+        started.append(turn)
+    Message.objects.filter(pk=started[0].message_id).update(status=Message.Status.DONE, content="first answer")
     long_ago = timezone.now() - timedelta(seconds=settings.PLAYGROUND_STALE_STREAM_SECONDS + 5)
-    Message.objects.filter(pk=turns[1].message_id).update(status=Message.Status.STREAMING, content="half")
-    Turn.objects.filter(pk=turns[1].pk).update(heartbeat_at=long_ago)
+    Message.objects.filter(pk=started[1].message_id).update(status=Message.Status.STREAMING, content="half")
+    Turn.objects.filter(pk=started[1].pk).update(heartbeat_at=long_ago)
     with django_capture_on_commit_callbacks(execute=False):
         assert services.turns_sweep_stale(session_id=chat.pk) == 1
     joined = Message.objects.get(source_fanout=fanout)
@@ -285,11 +275,11 @@ def test_join_now_while_pending_joins_with_what_finished(chat, owner, django_cap
         prompt = _msg(chat, a1, "user", f"p{i}", child)
         _msg(chat, prompt, "assistant", f"answer {i}", child, status=status)
     with django_capture_on_commit_callbacks(execute=False):
-        assert services.fanout_join_request(fanout=fanout, user=owner) is None  # first press: join when done
+        assert branching.fanout_join_request(fanout=fanout, user=owner) is None  # first press: join when done
         fanout.refresh_from_db()
         assert fanout.join and fanout.joined_at is None
-        joined = services.fanout_join_request(fanout=fanout, user=owner)  # second press: now
+        joined = branching.fanout_join_request(fanout=fanout, user=owner)  # second press: now
     assert "> answer 1" in joined.content and "still running" in joined.content
     fanout.refresh_from_db()
     with pytest.raises(ChatError, match="already joined"):
-        services.fanout_join_request(fanout=fanout, user=owner)
+        branching.fanout_join_request(fanout=fanout, user=owner)

@@ -1,4 +1,4 @@
-"""The tree view's graph is written in Python (playground/chat/tree.py tree_graph_html) for
+"""The tree view's graph is written in Python (playground/chat/tree_markup.py tree_graph_html) for
 speed; it must be the markup the template wrote (tree_graph_reference.html is that template),
 escape everything users typed, and link far-up nodes into the branch page's window (`?at=`)."""
 
@@ -12,23 +12,13 @@ from django.db import connection
 from django.template import engines
 from django.test.utils import CaptureQueriesContext
 
-from playground.chat import services, tree
+from playground.chat import selectors, tree_markup
 from playground.chat.models import Branch, Message, Turn
 
 pytestmark = pytest.mark.django_db
 
 REFERENCE = Path(__file__).with_name("tree_graph_reference.html")
 EVIL = "<script>alert('x')</script> & \"quotes\""
-
-
-@pytest.fixture
-def owner(django_user_model):
-    return django_user_model.objects.create_user("markup-owner", password="pw-123456-x")
-
-
-@pytest.fixture
-def chat(owner):
-    return services.session_create(user=owner)
 
 
 def _msg(chat, parent, role, content, *, status=Message.Status.DONE, hit=None):
@@ -76,8 +66,8 @@ def _reference(layout, chat, branch) -> str:
 def test_graph_markup_equals_the_templates(chat, open_side):
     main, side = _small_tree(chat)
     open_branch = side if open_side else main
-    layout = tree.session_tree(session=chat, open_branch=open_branch)
-    ours = tree.tree_graph_html(layout=layout, session=chat, csrf_token="TOKEN")
+    layout = selectors.session_tree(session=chat, open_branch=open_branch)
+    ours = tree_markup.tree_graph_html(layout=layout, session=chat, csrf_token="TOKEN")
     assert _normal(ours) == _normal(_reference(layout, chat, open_branch))
     # What the page must contain: a link per node, the form for the orphan, the marks.
     assert ours.count('<li class="tree-row') == len(layout.nodes) == 9
@@ -92,7 +82,7 @@ def test_graph_markup_equals_the_templates(chat, open_side):
 
 def test_user_text_is_escaped(chat):
     main, _ = _small_tree(chat)
-    html = str(tree.tree_graph_html(layout=tree.session_tree(session=chat, open_branch=main), session=chat, csrf_token='"><x'))
+    html = str(tree_markup.tree_graph_html(layout=selectors.session_tree(session=chat, open_branch=main), session=chat, csrf_token='"><x'))
     assert "<script>" not in html and "<b>" not in html and '"><x' not in html
     assert "main &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &quot;quotes&quot;" in html
     assert "side &lt;b&gt;" in html
@@ -131,7 +121,7 @@ def test_nodes_above_the_branch_pages_window_link_with_at(chat, settings):
         nodes.append(parent)
     main.head = parent
     main.save()
-    html = str(tree.tree_graph_html(layout=tree.session_tree(session=chat, open_branch=main), session=chat, csrf_token="t"))
+    html = str(tree_markup.tree_graph_html(layout=selectors.session_tree(session=chat, open_branch=main), session=chat, csrf_token="t"))
     base = f"/sessions/{chat.pk}/b/{main.pk}/"
     for depth, node in enumerate(nodes):
         # The branch page shows depths 3..5; 0..2 need ?at= to be shown.

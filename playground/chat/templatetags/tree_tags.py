@@ -3,7 +3,7 @@ page can show thousands of messages, each with three or four action URLs."""
 
 from django import template
 
-from playground.chat.tree import url_pattern
+from playground.chat.tree_markup import url_pattern
 
 register = template.Library()
 

@@ -1,0 +1,129 @@
+"""How a reply attempt comes to be: the checks a new turn passes (the text, the key, the
+operator's per-user limits, the spending caps) and the rows it is written as, with the
+request snapshot it will be sent with. Shared by every service that starts a reply (a send,
+a retry, an edit, a regeneration, a fan-out: chat/services.py and chat/branching.py).
+The text and the key are checked before the transaction (they need no lock); the rest runs
+inside the transaction that creates the turn, so a refusal rolls everything back.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from playground.providers.registry import provider_get
+from playground.providers.selectors import key_ref_for
+
+from . import budgets
+from .errors import ChatError
+from .models import Branch, ChatSession, Message, Turn
+from .outbox import MessagesAppended, TurnStarted, emit
+
+
+def validate_content(content: str) -> str:
+    if not content or not content.strip():
+        raise ChatError("Type a message first.")
+    limit = settings.PLAYGROUND_MAX_MESSAGE_CHARS
+    if len(content) > limit:
+        raise ChatError(f"That message is {len(content):,} characters; the limit is {limit:,}. Nothing was sent.")
+    if "\x00" in content:
+        # PostgreSQL cannot store NUL in text, and no model needs it.
+        raise ChatError("Messages can't contain NUL (\\x00) characters; remove them and send again.")
+    return content
+
+
+def key_ref_of(*, session: ChatSession, user, web_session) -> str:
+    provider = provider_get(session.provider)
+    ref = key_ref_for(user=user, session=web_session, provider=provider)
+    if ref is None:
+        raise ChatError(f"Add a key for {provider.label} on the Keys page first (your message is still here).")
+    return ref
+
+
+def check_limits(*, user) -> None:
+    """The operator's per-user limits. Runs inside the transaction that creates the turn, so
+    a refusal rolls everything back (a whole fan-out, too) and the user's text is kept."""
+    started = Q(created_at__gte=timezone.now() - timedelta(minutes=1))
+    running = Q(message__status__in=[Message.Status.PENDING, Message.Status.STREAMING])
+    # Both counts in one statement: a send is on every reply's critical path.
+    counts = Turn.objects.filter(started | running, user=user).aggregate(
+        recent=Count("pk", filter=started), running=Count("pk", filter=running)
+    )
+    recent, running = counts["recent"], counts["running"]
+    if recent >= settings.PLAYGROUND_USER_RPM:
+        raise ChatError(
+            f"You started {recent} replies in the last minute; the limit is {settings.PLAYGROUND_USER_RPM}. "
+            "Try again in a few seconds (your message is still here)."
+        )
+    if running >= settings.PLAYGROUND_USER_CONCURRENCY:
+        raise ChatError(
+            f"You have {running} replies running; the limit is {settings.PLAYGROUND_USER_CONCURRENCY} at once. "
+            "Wait for one to finish or stop one (your message is still here)."
+        )
+
+
+def turn_fields(*, session: ChatSession, branch: Branch | None, user, key_ref: str) -> dict:
+    """A Turn's request snapshot: later settings changes never rewrite what was sent."""
+    check_limits(user=user)
+    return {
+        "session": session,
+        "branch": branch,
+        "user": user,
+        "provider": session.provider,
+        "api": session.api,
+        "model": session.model,
+        "key_ref": key_ref,
+        "cache_scope": session.cache_scope,
+        "params": {
+            "system_prompt": session.system_prompt,
+            "temperature": session.temperature,
+            "max_output_tokens": session.max_output_tokens,
+            "reasoning_effort": session.reasoning_effort,
+            "extended_retention": session.extended_retention,
+        },
+    }
+
+
+def turn_for(*, parent: Message, session: ChatSession, branch: Branch, user, key_ref: str) -> Turn:
+    """The pending assistant node under `parent`, and its Turn."""
+    assistant = Message.objects.create(
+        session=session,
+        parent=parent,
+        depth=parent.depth + 1,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.PENDING,
+        branch=branch,
+    )
+    return Turn.objects.create(
+        message=assistant, reply=assistant, **turn_fields(session=session, branch=branch, user=user, key_ref=key_ref)
+    )
+
+
+def announce(turn: Turn, new_messages: list[Message]) -> None:
+    """On commit: show the new nodes in every tab on the branch, then start generating (in
+    that order, so a tab has the node before the reply's first delta)."""
+    emit(MessagesAppended(session=turn.session, branch_id=turn.branch_id, messages=tuple(new_messages)))
+    emit(TurnStarted(turn.id))
+
+
+def exchange(*, session: ChatSession, branch: Branch, parent_id: int | None, depth: int, content: str, user, key_ref: str) -> Turn:
+    """The user's message under `parent_id` and the pending reply to it, now the branch's
+    head; once the transaction commits, both are shown to the session's tabs and the reply
+    starts. Call inside the transaction."""
+    user_message = Message.objects.create(
+        session=session,
+        parent_id=parent_id,
+        depth=depth,
+        role=Message.Role.USER,
+        content=content,
+        branch=branch,
+    )
+    turn = turn_for(parent=user_message, session=session, branch=branch, user=user, key_ref=key_ref)
+    budgets.check_and_reserve(user=user, turns=[turn])
+    branch.head = turn.message
+    branch.save(update_fields=["head", "updated_at"])
+    announce(turn, [user_message, turn.message])
+    return turn
