@@ -54,7 +54,8 @@ class Simulator:
                 argv.append(flag if value else "--no-" + flag[2:])
             else:
                 argv += [flag, str(value)]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        # Loopback and no control token: /_sim stays open to this process's plain requests.
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "SIMULATOR_CONTROL_TOKEN": ""}
         self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         ready, _, _ = select.select([self.proc.stdout], [], [], 30)
         line = self.proc.stdout.readline() if ready else ""

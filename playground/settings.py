@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -93,6 +94,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "channels",
+    "axes",  # failed sign-in lockouts (accounts/throttle.py)
     "playground.accounts",
     "playground.providers",
     "playground.chat",
@@ -109,6 +111,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last: turns a sign-in that axes flagged as locked out into the 429 lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "playground.urls"
@@ -240,6 +244,31 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
+# Email carries password-reset links (accounts/lifecycle_views.py). With EMAIL_HOST set it
+# goes out by SMTP; embedded without it, the email (link included) is printed to the server's
+# console, where the person running `make run` reads it; in production without it email is
+# off (accounts/mail.py: a console there would put live reset links in the logs) and the
+# reset page says so. Django 6.1's MAILERS; the EMAIL_* names are only environment variables.
+_smtp_host = os.environ.get("EMAIL_HOST", "")
+MAILERS = {
+    "default": {
+        "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "OPTIONS": {
+            "host": _smtp_host,
+            "port": env_int("EMAIL_PORT", 587),
+            "username": os.environ.get("EMAIL_HOST_USER", ""),
+            "password": os.environ.get("EMAIL_HOST_PASSWORD", ""),
+            "use_tls": env_bool("EMAIL_USE_TLS", True),
+            "timeout": 10,
+        },
+    }
+    if _smtp_host
+    else {"BACKEND": "playground.accounts.mail.EmailOff" if PRODUCTION else "django.core.mail.backends.console.EmailBackend"}
+}
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "webmaster@localhost")
+# How long a reset link works (it also stops working once used: the password it was made for changed).
+PASSWORD_RESET_TIMEOUT = env_int("PLAYGROUND_PASSWORD_RESET_SECONDS", 3600)
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.environ.get("PLAYGROUND_TIME_ZONE", "UTC")  # where budget days and months start
 USE_I18N = True
@@ -302,6 +331,36 @@ PLAYGROUND_KEY_SECRETS = env_list("PLAYGROUND_KEY_SECRETS", "") or [
 # Whether anyone who reaches the site may create an account (operators of a private
 # deployment turn this off and create users in the admin).
 PLAYGROUND_SIGNUP_OPEN = env_bool("PLAYGROUND_SIGNUP_OPEN", True)
+# Accounts one client address may create an hour (0: no limit); admin invitations
+# (accounts.Invitation, /signup/?invite=...) are not counted, and work while sign-up is closed.
+PLAYGROUND_SIGNUPS_PER_HOUR = env_int("PLAYGROUND_SIGNUPS_PER_HOUR", 5)
+PLAYGROUND_INVITE_DAYS = env_int("PLAYGROUND_INVITE_DAYS", 7)  # a new invitation's default lifetime
+# Failed sign-ins (django-axes, accounts/throttle.py): after this many failures for one
+# account, or from one client address, that account / address is refused with a 429 for
+# PLAYGROUND_LOGIN_LOCKOUT_MINUTES; each attempt during the lockout starts the wait again.
+# 0 turns it off. Counters live in the cache (Redis in production), not in tables.
+PLAYGROUND_LOGIN_FAILURE_LIMIT = env_int("PLAYGROUND_LOGIN_FAILURE_LIMIT", 5)
+PLAYGROUND_LOGIN_LOCKOUT_MINUTES = max(1, env_int("PLAYGROUND_LOGIN_LOCKOUT_MINUTES", 15))
+# Reverse proxies in front of the app that append to X-Forwarded-For: the client address is
+# the entry this many places from the right (0: the connection's own address). Production
+# (docker/compose.yaml) serves behind one proxy; uvicorn's own pick there is the leftmost
+# entry, which clients can forge, so the app reads the header itself (throttle.client_ip).
+PLAYGROUND_TRUSTED_PROXIES = env_int("PLAYGROUND_TRUSTED_PROXIES", 1 if PRODUCTION else 0)
+AXES_ENABLED = PLAYGROUND_LOGIN_FAILURE_LIMIT > 0
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_FAILURE_LIMIT = max(1, PLAYGROUND_LOGIN_FAILURE_LIMIT)
+AXES_COOLOFF_TIME = timedelta(minutes=PLAYGROUND_LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own, not the pair
+AXES_CLIENT_IP_CALLABLE = "playground.accounts.throttle.client_ip"
+AXES_LOCKOUT_CALLABLE = "playground.accounts.throttle.lockout_response"
+AXES_ENABLE_ADMIN = False  # its admin pages list database records; the cache handler keeps none
+AUTHENTICATION_BACKENDS = [
+    "playground.accounts.throttle.LoginThrottleBackend",  # first: refuses locked-out sign-ins
+    "django.contrib.auth.backends.ModelBackend",
+]
+if not REDIS_URL:
+    # axes warns that a local-memory cache is per process; embedded mode is one process.
+    SILENCED_SYSTEM_CHECKS = ["axes.W001"]
 # Operator-set maximum age of a stored user key in days (0 = keys do not expire).
 PLAYGROUND_KEY_MAX_AGE_DAYS = env_int("PLAYGROUND_KEY_MAX_AGE_DAYS", 0)
 # Secret for keyed hashes sent upstream (safety_identifier); separate from SECRET_KEY so

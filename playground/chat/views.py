@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from playground.accounts.forms import AccountDeleteForm, EmailForm
 from playground.caching.keys import SCOPE_BY_VALUE
 from playground.caching.retention import retention_explanation
 from playground.providers.registry import provider_get, providers
@@ -270,7 +271,8 @@ def _budget_forms(request, *, bound: tuple[str, BudgetForm] | None = None) -> li
 
 def _account_context(user) -> dict:
     totals, per_session = cost_selectors.account_summary(user=user)
-    return {"totals": totals, "per_session": per_session, "assumed_output": settings.PLAYGROUND_BUDGET_ASSUMED_OUTPUT_TOKENS}
+    return {"totals": totals, "per_session": per_session, "assumed_output": settings.PLAYGROUND_BUDGET_ASSUMED_OUTPUT_TOKENS,
+            "email_form": EmailForm(user=user), "delete_form": AccountDeleteForm(user=user)}
 
 
 @require_GET

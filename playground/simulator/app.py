@@ -34,8 +34,12 @@ from .validation import Generation, parse_chat, parse_responses
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
-def create_app(state: SimulatorState | None = None) -> Starlette:
-    """Build the simulator app around ``state`` (a fresh one by default)."""
+def create_app(state: SimulatorState | None = None, *, control_token: str | None = None) -> Starlette:
+    """Build the simulator app around ``state`` (a fresh one by default).
+
+    ``control_token``: what ``/_sim`` requires (see control.py); None leaves it open, which
+    only a loopback-only bind may do (cli.control_token decides).
+    """
     state = state or SimulatorState()
     api = _OpenAIApi(state)
     hide_deliberate_cuts()
@@ -47,7 +51,7 @@ def create_app(state: SimulatorState | None = None) -> Starlette:
         Route("/v1/responses", api.responses, methods=["POST"]),
         # Anything else under /v1, including a known path with the wrong method.
         Route("/v1/{path:path}", api.invalid_url, methods=_ALL_METHODS),
-        Mount("/_sim", routes=control_routes(state)),
+        Mount("/_sim", routes=control_routes(state, control_token)),
     ]
     app = Starlette(routes=routes)
     app.state.simulator = state

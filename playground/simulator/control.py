@@ -27,8 +27,13 @@ Used by tests and benchmarks (also across processes) and by curious users:
 * ``GET /_sim/cache`` -> ``{"buckets": [...]}``: what the prompt cache holds now.
 
 Bad input answers 400 in the same ``{"error": {...}}`` shape as the OpenAI API.
+
+Access: when the app has a control token (always, unless it listens on loopback only;
+cli.control_token), every route needs it as ``X-Sim-Control-Token: <token>`` or
+``Authorization: Bearer <token>``: none answers 401, a wrong one 403, in that same shape.
 """
 
+import hmac
 import json
 from collections.abc import Awaitable, Callable
 
@@ -42,7 +47,37 @@ from .state import FaultRule, SimulatorState
 _Handler = Callable[[Request], Awaitable[JSONResponse]]
 
 
-def control_routes(state: SimulatorState) -> list[Route]:
+TOKEN_HEADER = "X-Sim-Control-Token"
+
+
+def _presented_token(request: Request) -> str | None:
+    token = request.headers.get(TOKEN_HEADER)
+    if token is None:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        token = value.strip() if scheme.lower() == "bearer" else None
+    return token or None
+
+
+def _refusal(request: Request, token: str | None) -> ApiError | None:
+    """Why this request may not use the control API, or None when it may."""
+    if token is None:
+        return None
+    presented = _presented_token(request)
+    if presented is None:
+        return ApiError(
+            401,
+            f"The simulator's control API needs its control token: send '{TOKEN_HEADER}: <token>' or "
+            "'Authorization: Bearer <token>' (SIMULATOR_CONTROL_TOKEN; the simulator prints a generated "
+            "one when it starts).",
+            type="authentication_error",
+            code="control_token_required",
+        )
+    if not hmac.compare_digest(presented.encode(), token.encode()):
+        return ApiError(403, "Wrong control token.", type="authentication_error", code="control_token_invalid")
+    return None
+
+
+def control_routes(state: SimulatorState, token: str | None = None) -> list[Route]:
     async def json_object(request: Request) -> dict:
         try:
             body = json.loads(await request.body() or b"{}")
@@ -53,9 +88,13 @@ def control_routes(state: SimulatorState) -> list[Route]:
         return body
 
     def guarded(handler: _Handler) -> _Handler:
-        """Answer bad input (ApiError, ValueError from config or fault parsing) with a 400."""
+        """Check the control token, then answer bad input (ApiError, ValueError from config
+        or fault parsing) with a 400."""
 
         async def endpoint(request: Request) -> JSONResponse:
+            refusal = _refusal(request, token)
+            if refusal is not None:
+                return refusal.response({})
             try:
                 return await handler(request)
             except ApiError as error:

@@ -10,6 +10,10 @@ control API over HTTP, so they behave the same in either mode::
         ...
         sim.add_fault(status=429, retry_after=7)
         assert sim.requests()[-1]["status"] == 429
+
+Bound to loopback (the default) the control API is open. Bound elsewhere, or given a
+``control_token``, it requires the token (``control_token`` then holds it, generated
+when none was configured), and the helpers send it.
 """
 
 import os
@@ -26,7 +30,8 @@ import httpx
 import uvicorn
 
 from .app import create_app
-from .cli import bind, config_flags, uvicorn_config
+from .cli import CONTROL_TOKEN_ENV, bind, config_flags, control_token, uvicorn_config
+from .control import TOKEN_HEADER
 from .state import Config, SimulatorState
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -47,9 +52,11 @@ class SimulatorServer:
         port: int = 0,
         subprocess: bool = False,
         startup_timeout: float = 20.0,
+        control_token: str | None = None,
         **config: object,
     ) -> None:
         self.config = Config(**config)
+        self.control_token = control_token
         self.host = host
         self.port = port
         self.in_subprocess = subprocess
@@ -79,7 +86,8 @@ class SimulatorServer:
                 self._start_process(deadline)
             else:
                 self._start_thread(deadline)
-            self._control = httpx.Client(base_url=self.control_url, timeout=10)
+            headers = {TOKEN_HEADER: self.control_token} if self.control_token else {}
+            self._control = httpx.Client(base_url=self.control_url, timeout=10, headers=headers)
             self._wait_healthy(deadline)
         except BaseException:
             self.stop()
@@ -114,9 +122,10 @@ class SimulatorServer:
 
     def _start_thread(self, deadline: float) -> None:
         sock = bind(self.host, self.port)
-        self.port = sock.getsockname()[1]
+        address, self.port = sock.getsockname()[:2]
         self.url = f"http://{self.host}:{self.port}"
-        app = create_app(SimulatorState(self.config))
+        self.control_token, _ = control_token(address, self.control_token)
+        app = create_app(SimulatorState(self.config), control_token=self.control_token)
         # log_config=None leaves logging to the host process (pytest captures it).
         self._server = uvicorn.Server(uvicorn_config(app, log_config=None))
         self._thread = threading.Thread(
@@ -131,11 +140,16 @@ class SimulatorServer:
     def _start_process(self, deadline: float) -> None:
         command = [sys.executable, "-m", "playground.simulator", "--host", self.host, "--port", str(self.port)]
         python_path = os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        # Decided here, and passed in the environment (not argv, which other users can see),
+        # so the subprocess never generates one this side cannot know. A host name counts
+        # as non-loopback: it gets a token.
+        self.control_token, _ = control_token(self.host, self.control_token)
+        env = {**os.environ, "PYTHONPATH": python_path, CONTROL_TOKEN_ENV: self.control_token or ""}
         self._process = Popen(
             command + config_flags(self.config),
             stdout=PIPE,
             text=True,
-            env={**os.environ, "PYTHONPATH": python_path},
+            env=env,
             cwd=_REPO_ROOT,
         )
         ready, _, _ = select.select([self._process.stdout], [], [], max(deadline - time.monotonic(), 0))

@@ -247,6 +247,9 @@ def _base_env(workdir: Path, simulator_url: str, extra: dict[str, str] | None) -
         PLAYGROUND_KEY_CHECK_TIMEOUT="3",
         PLAYGROUND_STALE_STREAM_SECONDS="6",
         PLAYGROUND_SWEEP_SECONDS="1",
+        # Every test signs up its own users from 127.0.0.1: the per-address limit is tested
+        # in tests/security/test_signup_limits.py, not tripped here.
+        PLAYGROUND_SIGNUPS_PER_HOUR="0",
         # A provider nobody listens on: the connection-refused path.
         PLAYGROUND_PROVIDERS=json.dumps(
             [

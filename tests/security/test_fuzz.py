@@ -1,14 +1,17 @@
 """Hypothesis-driven requests against the forms and htmx endpoints: random text, unicode,
 huge values, wrong types, missing fields. Nothing answers 500, and nothing out of bounds is
 stored. Generation is not started (the jobs are captured in the outbox, not delivered): the subject
-here is input handling, not the upstream."""
+here is input handling, not the upstream. On SQLite (pytest-django's default database), and again
+on PostgreSQL, the production database, by `test_the_same_fuzz_on_postgresql`."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
 from cryptography.fernet import Fernet
+from django.db import connection
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from playground.chat import outbox
@@ -16,8 +19,11 @@ from playground.chat.outbox import FanoutStarted, TurnStarted
 from playground.chat.models import Branch, ChatSession, Message
 from playground.providers import crypto, registry
 from playground.providers.models import ApiKey
+from tests.harness.postgres import pytest_on_postgresql
 
 MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+# Examples per fuzz run; the PostgreSQL run asks for fewer (each costs more there).
+MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "120"))
 
 junk = st.one_of(
     st.text(max_size=300),
@@ -85,7 +91,7 @@ def _stored_is_sane(chat_id: int):
     assert not ApiKey.objects.exists(), "no fuzzed key passed the upstream check"
 
 
-@hsettings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@hsettings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=form_data, which=st.integers(min_value=0, max_value=9), htmx=st.booleans())
 def test_no_500_and_no_garbage(setup, data, which, htmx):
     client = setup["client"]
@@ -111,3 +117,14 @@ def test_nul_bytes_are_refused_clearly(setup):
     assert resp.status_code == 422 and "can&#x27;t contain NUL" in resp.content.decode()
     resp = client.post(f"/sessions/{w['chat'].pk}/settings/", {"title": "t\x00", "provider": "local", "model": "m", "api": "chat", "cache_scope": "session"}, HTTP_HX_REQUEST="true")
     assert resp.status_code == 422
+
+
+@pytest.mark.integration
+def test_the_same_fuzz_on_postgresql(tmp_path):
+    """This module's tests again, on PostgreSQL (127.0.0.1:5432, user postgres): it refuses
+    what SQLite lets through (NUL in text) and aborts a transaction on any error."""
+    if connection.vendor != "sqlite":
+        pytest.skip("already running on PostgreSQL")
+    out = pytest_on_postgresql(__file__, tmp_path, env={"FUZZ_MAX_EXAMPLES": "60"})
+    for name in ("test_no_500_and_no_garbage", "test_the_fuzzed_routes_do_act_on_valid_input", "test_nul_bytes_are_refused_clearly"):
+        assert f"{name} PASSED" in out, out[-3000:]

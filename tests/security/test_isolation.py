@@ -25,6 +25,8 @@ from playground.providers.models import ApiKey
 SECRET_KEY_TEXT = "sk-owner-planted-secret-key-0000a1b2"
 # Public by design: sign-in/up pages and static files.
 PUBLIC = {"login", "signup", "logout"}
+# A forgotten password is reset signed out; the deletion notice is shown once signed out.
+PUBLIC |= {"password_reset", "password_reset_done", "password_reset_confirm", "password_reset_complete", "account-deleted"}
 
 
 def _walk(resolver, prefix=""):
@@ -66,6 +68,8 @@ def world(db, settings, django_user_model):
         "fanout_id": fanout.pk,
         "provider_slug": "simulator",
         "fmt": "json",
+        "uidb64": "MQ",  # a reset link for user 1, with a token that is not its own
+        "token": "bogus-token",
     }
     yield {"owner": owner, "intruder": intruder, "ids": ids}
     crypto.reset_cache()

@@ -13,11 +13,7 @@ runs it again against PostgreSQL in a subprocess (marked `integration`).
 
 from __future__ import annotations
 
-import os
 import random
-import secrets
-import subprocess
-import sys
 from datetime import datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
@@ -31,6 +27,7 @@ from django.utils import timezone
 
 from playground.chat import cost_selectors, costs, export
 from playground.chat.models import Branch, ChatSession, Message, Turn
+from tests.harness.postgres import pytest_on_postgresql
 
 pytestmark = pytest.mark.django_db
 
@@ -381,14 +378,4 @@ def test_the_same_on_postgresql(tmp_path):
     """Runs this module's other tests against PostgreSQL (127.0.0.1:5432, user postgres)."""
     if connection.vendor != "sqlite":
         pytest.skip("already running on PostgreSQL")
-    database = f"costs_unit_{secrets.token_hex(4)}"
-    env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "REDIS_URL")}
-    env["DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:5432/{database}"
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider", "-k", "not postgresql",
-         f"--basetemp={tmp_path / 'pg'}"],
-        env=env, cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-        capture_output=True, text=True, timeout=280,
-    )
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    assert " passed" in result.stdout and " skipped" not in result.stdout
+    pytest_on_postgresql(__file__, tmp_path)
