@@ -6,4 +6,5 @@ urlpatterns = [
     path("", include("playground.accounts.urls")),
     path("keys/", include("playground.providers.urls")),
     path("", include("playground.chat.urls")),
+    path("", include("playground.lab.urls")),
 ]

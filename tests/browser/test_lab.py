@@ -1,0 +1,41 @@
+"""The key-strategy lab in Chromium: one click from a session, its table, the recommendation
+and the traffic-shapes chart, readable at 390 px without sideways scrolling."""
+
+from __future__ import annotations
+
+from playwright.sync_api import expect
+
+from tests.browser.conftest import shot
+from tests.browser.helpers import open_settings, ready_user, send, wait_finished
+
+LONG = " ".join(f"Fact {i}: the number {i} squared is {i * i}." for i in range(150))
+
+
+def test_the_lab_is_one_click_from_a_session_and_fits_a_phone(page, sim):
+    sim.configure(reply_tokens=6)
+    ready_user(page)
+    settings = open_settings(page)
+    settings.locator("textarea[name=system_prompt]").fill(LONG)
+    settings.get_by_role("button", name="Save settings").click()
+    expect(page.locator("#settings .ok")).to_have_text("Saved")
+    for text in ("one", "two"):
+        _, assistant = send(page, text)
+        wait_finished(assistant)
+
+    page.get_by_role("link", name="Key-strategy lab").click()
+
+    expect(page.get_by_role("heading", name="Key-strategy lab")).to_be_visible()
+    used = page.locator("#lab-table tr.used")
+    expect(used).to_have_count(1)
+    expect(used).to_have_attribute("data-scope", "session")
+    expect(page.locator("#lab-recommendation")).to_contain_text("of this session's prompt tokens")
+    expect(page.locator("#lab-turns tbody tr")).to_have_count(2)
+    expect(page.locator("#lab-turns tbody tr").nth(1).locator(".delta")).to_have_text("same")
+    expect(page.locator("#shapes-summary")).to_be_visible(timeout=20_000)
+    expect(page.locator(".shape-chart polyline.series-none").first).to_be_attached()
+    shot(page, "desktop")
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    expect(page.locator("#shapes-summary")).to_be_visible()
+    shot(page, "phone")
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390, "no sideways scroll at phone width"
