@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
+from functools import lru_cache
 
 from django.conf import settings
 
@@ -129,12 +130,20 @@ def scenarios_for(model: str) -> list[Scenario]:
     return result
 
 
+@lru_cache(maxsize=4096)
+def _request_cost(model: str, price_provider: str, prompt: int, cached: int, output: int, at: float) -> pricing.TurnCost:
+    """One request's price (genai-prices). Cached: a traffic shape's copies of a request share
+    their original's usage and time, so thousands of requests are a few dozen prices."""
+    usage = Usage(prompt_tokens=prompt, cached_tokens=cached, output_tokens=output)
+    return pricing.turn_cost(usage=usage, model=model, provider_id=price_provider, at=datetime.fromtimestamp(at, timezone.utc))
+
+
 def _price(outcome: Outcome, *, price_provider: str) -> tuple[Decimal | None, Decimal | None]:
     cost, uncached = Decimal(0), Decimal(0)
     for served in outcome.served:
-        fp = served.recorded.fingerprint
-        usage = Usage(prompt_tokens=fp.token_count, cached_tokens=served.cached, output_tokens=served.recorded.output_tokens)
-        priced = pricing.turn_cost(usage=usage, model=fp.model, provider_id=price_provider, at=datetime.fromtimestamp(fp.sent_at, timezone.utc))
+        request = served.recorded
+        fp = request.fingerprint
+        priced = _request_cost(fp.model, price_provider, fp.token_count, served.cached, request.output_tokens, request.price_time)
         if not priced.known:
             return None, None
         cost += priced.actual

@@ -46,6 +46,11 @@ class Recorded:
     reported_prompt: int | None  # None: no usage reported (estimated or none)
     reported_cached: int | None
     label: str = ""  # where in the tree: the branch's name
+    priced_at: float | None = None  # a copy in a traffic shape: its original's time, for prices
+
+    @property
+    def price_time(self) -> float:
+        return self.fingerprint.sent_at if self.priced_at is None else self.priced_at
 
 
 @dataclass(frozen=True)
@@ -111,8 +116,11 @@ def replay(requests: Iterable[Recorded], scenario: Scenario, *, rules: RuleSet, 
     of its requests can share a prefix.
     """
     outcome = Outcome(scenario)
-    buckets: dict[tuple, Bucket] = {}
+    # Buckets by routing prefix (organization, model, first 256 tokens), then by key: a miss's
+    # "key changed" looks only at the other keys of the same prefix.
+    buckets: dict[tuple, dict[str | None, Bucket]] = {}
     ageless: dict[tuple, Bucket] = {}  # the same traffic with nothing ever expiring: what idleness cost
+    unspilled = replace(rules, spill_rpm=None)
     for request in sorted(requests, key=lambda r: (r.fingerprint.sent_at, r.index)):
         fp = request.fingerprint
         key = key_of(scenario.scope, request)
@@ -120,13 +128,13 @@ def replay(requests: Iterable[Recorded], scenario: Scenario, *, rules: RuleSet, 
             outcome.served.append(Served(request, key, 0, "prefix changed" if fp.token_count >= rules.minimum else "short prompt"))
             continue
         fp = replace(fp, prompt_cache_key=key, lifetime_seconds=scenario.lifetime)
-        route = rules.bucket(fp.org, fp.model, key, fp.routing)
+        org, model, routed_key, routing = rules.bucket(fp.org, fp.model, key, fp.routing)
+        by_key = buckets.setdefault((org, model, routing), {})
         prompt = Prompt.of_fingerprint(fp)
-        was_warm_elsewhere = _warm_under_another_key(buckets, route, prompt, rules, fp.sent_at)
-        bucket = buckets.setdefault(route, Bucket())
-        shadow = ageless.setdefault(route, Bucket())
+        shadow = ageless.setdefault((org, model, routed_key, routing), Bucket())
         would_without_expiry = shadow.lookup(rules, prompt, fp.sent_at)[0]
-        shadow.serve(replace(rules, spill_rpm=None), prompt, now=fp.sent_at, lifetime=math.inf)
+        shadow.serve(unspilled, prompt, now=fp.sent_at, lifetime=math.inf)
+        bucket = by_key.setdefault(routed_key, Bucket())
         cached, spilled = bucket.serve(rules, prompt, now=fp.sent_at, lifetime=rules.lifetime_for(fp), source=request.index)
         reason = None
         if not cached:
@@ -136,7 +144,7 @@ def replay(requests: Iterable[Recorded], scenario: Scenario, *, rules: RuleSet, 
                 reason = "spill-over"
             elif would_without_expiry:
                 reason = "idle past lifetime"
-            elif was_warm_elsewhere:
+            elif _warm_under_another_key(by_key, routed_key, prompt, rules, fp.sent_at):
                 reason = "key changed"
             else:
                 reason = "prefix changed"
@@ -144,12 +152,8 @@ def replay(requests: Iterable[Recorded], scenario: Scenario, *, rules: RuleSet, 
     return outcome
 
 
-def _warm_under_another_key(buckets: dict[tuple, Bucket], route: tuple, prompt: Prompt, rules: RuleSet, now: float) -> bool:
-    """Whether a bucket of the same organization, model and routing prefix but another key
-    holds a live prefix this prompt would hit."""
-    org, model, key, routing = route
-    return any(
-        other[0] == org and other[1] == model and other[3] == routing and other[2] != key
-        and bucket.lookup(rules, prompt, now)[0] > 0
-        for other, bucket in buckets.items()
-    )
+def _warm_under_another_key(by_key: dict[str | None, Bucket], key: str | None, prompt: Prompt, rules: RuleSet, now: float) -> bool:
+    """Whether another key's bucket of the same routing prefix holds a live prefix this prompt
+    would hit. Serving a request changes only its own key's bucket, so asking after it is
+    the same as asking before."""
+    return any(other != key and bucket.lookup(rules, prompt, now)[0] > 0 for other, bucket in by_key.items())

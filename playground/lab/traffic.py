@@ -34,11 +34,11 @@ class Point:
 
 def crowd(requests: list[Recorded], *, rate: int) -> list[Recorded]:
     """The session's requests sent by `users` users who start `60 / rate` seconds apart, each
-    on their own user, session and branch ids (so a per-user or per-session key is theirs)."""
+    on their own user, session and branch ids (so a per-user or per-session key is theirs).
+    A copy is priced at its original's time: the same prices, so `_price` prices it once."""
     if not requests:
         return []
     users = min(rate * WINDOW_MINUTES, MAX_USERS)
-    start = min(r.fingerprint.sent_at for r in requests)
     branches = sorted({r.branch_id for r in requests})
     result = []
     for user in range(users):
@@ -50,7 +50,8 @@ def crowd(requests: list[Recorded], *, rate: int) -> list[Recorded]:
                 user_id=1_000_000 + user,
                 session_id=1_000_000 + user,
                 branch_id=1_000_000 + user * len(branches) + branches.index(r.branch_id),
-                fingerprint=replace(r.fingerprint, sent_at=r.fingerprint.sent_at - start + offset),
+                fingerprint=replace(r.fingerprint, sent_at=r.fingerprint.sent_at + offset),
+                priced_at=r.price_time,
             ))
     return result
 
