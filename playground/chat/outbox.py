@@ -128,7 +128,8 @@ class TurnProgress:
     session_id: int
 
 
-Event = TurnProgress | MessagesAppended | MessageReplaced | ReplyRegenerated | FanoutChanged | TurnStarted | FanoutStarted | StopRequested | TurnEnded
+# What services emit; TurnProgress is the job's alone (publish.adeliver), never emitted.
+Event = MessagesAppended | MessageReplaced | ReplyRegenerated | FanoutChanged | TurnStarted | FanoutStarted | StopRequested | TurnEnded
 
 
 # --- observers ----------------------------------------------------------------------------------

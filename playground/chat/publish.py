@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from asgiref.sync import async_to_sync
-
 from playground import events
 
 from . import dispatch, rendering
@@ -75,8 +73,6 @@ def deliver(event: Event) -> str | None:
         events.stop_send_sync(event.turn_id)
     elif isinstance(event, TurnEnded):
         events.turn_ended_sync(event.session_id, event.message_id, event.turn_id)
-    elif isinstance(event, TurnProgress):
-        async_to_sync(events.turn_progress)(event.session_id)
     else:  # pragma: no cover - a new event type without a route is a bug
         raise TypeError(f"no route for {type(event).__name__}")
     return None
