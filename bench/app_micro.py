@@ -33,6 +33,31 @@ async def _ameasure(fn, n: int) -> dict:
     return {"n": n, "wall_us": round((time.perf_counter() - w) * 1e6 / n, 1), "cpu_us": round((time.process_time() - c) * 1e6 / n, 1)}
 
 
+def _markdown_server_render(n: int) -> dict:
+    """What Markdown while streaming would cost if the server rendered it (issue 18, option
+    (a)): chat/markdown.py's render (markdown-it + Pygments + nh3) of a reply's text so far,
+    re-rendered at most once per interval per reply. A reply of T tokens at R tokens/s is
+    re-rendered about T / (R x interval) times, each of the text so far (on average half the
+    reply), so the CPU per delivered token is render(T / 2) / (R x interval). The app renders
+    in the browser instead (static/js/markdown-live.js): 0 server CPU per token."""
+    from playground.chat.markdown import render_markdown
+    from playground.simulator.replies import reply_tokens
+
+    def prose(tokens: int) -> str:
+        return "".join(reply_tokens("prose", length=tokens, last_user_text="Explain prompt caching", model="m", prompt_tokens=30))
+
+    out: dict = {}
+    for tokens in (50, 200, 400):
+        text = prose(tokens)
+        out[f"markdown_render_{tokens}_tokens"] = _measure(lambda text=text: render_markdown(text), max(n // 10, 50))
+    half = out["markdown_render_200_tokens"]["cpu_us"] / 1000  # a 400-token reply's average text so far
+    rate = 50  # tokens/s per stream, the relay's default
+    out["markdown_server_rerender_ms_per_token"] = {
+        f"every_{ms}_ms": round(half / (rate * ms / 1000), 4) for ms in (50, 100, 250, 500, 1000)
+    }
+    return out
+
+
 def main() -> None:
     import django
 
@@ -53,6 +78,7 @@ def main() -> None:
     text_so_far = "".join(f" {i}" for i in range(1, 401))  # a 400-token reply's text at its end
 
     out["render_delta"] = _measure(lambda: rendering.delta(123, 45, " 17 18"), n)
+    out.update(_markdown_server_render(n))
 
     import openai
     from openai._models import construct_type

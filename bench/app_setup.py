@@ -27,6 +27,7 @@ def main() -> None:
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
     from django.contrib.auth.hashers import make_password
     from django.db import transaction
+    from django.utils.module_loading import import_string
 
     from playground.chat import services
     from playground.chat.models import Branch
@@ -44,7 +45,9 @@ def main() -> None:
             [ApiKey(user=u, provider="simulator", ciphertext=crypto.encrypt(k), mask=crypto.mask(k)) for u, k in zip(users, keys)]
         )
     engine = import_module(settings.SESSION_ENGINE)
-    backend = settings.AUTHENTICATION_BACKENDS[0]
+    # The backend a real sign-in records: the first that can load a user (the lockout backend
+    # listed before it only refuses sign-ins and has no get_user).
+    backend = next(b for b in settings.AUTHENTICATION_BACKENDS if hasattr(import_string(b), "get_user"))
     alphabet = string.ascii_letters + string.digits
     out = []
     for user in users:

@@ -9,7 +9,9 @@ another, and names the setting whose secret keys it:
   of prompts the user sent; keyed so a stored fingerprint reveals no text);
 - ``safety-identifier``: OpenAI's per-user `safety_identifier`, stable and identifying no one
   to them. Keyed by PLAYGROUND_HASH_SECRET (which defaults to SECRET_KEY): an operator who
-  sets it can rotate SECRET_KEY and leave the identifiers unchanged.
+  sets it can rotate SECRET_KEY and leave the identifiers unchanged;
+- ``model-catalog``: the id a provider's model list is cached under, per API key
+  (providers/catalog.py), so the key itself never appears in a cache key.
 
 The labels are the ones the values were first derived with: stored fingerprints, live cache
 keys and the identifiers OpenAI has seen stay valid.
@@ -28,6 +30,7 @@ PURPOSES: dict[str, tuple[str, str]] = {
     "cache-namespace": ("SECRET_KEY", "prompt-cache-namespace"),
     "fingerprints": ("SECRET_KEY", "prompt-cache-fingerprints"),
     "safety-identifier": ("PLAYGROUND_HASH_SECRET", "pcp-safety"),
+    "model-catalog": ("SECRET_KEY", "model-catalog"),
 }
 
 

@@ -98,6 +98,7 @@ INSTALLED_APPS = [
     "playground.accounts",
     "playground.providers",
     "playground.chat",
+    "playground.lab",
 ]
 
 MIDDLEWARE = [
@@ -306,7 +307,9 @@ if HTTPS:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
 # Only our own scripts and styles; htmx runs under it because it is served from /static/
-# and we disable its inline-style indicator injection (htmx.config.includeIndicatorStyles).
+# and we disable its inline-style indicator injection (htmx.config.includeIndicatorStyles)
+# and its settling of style attributes (attributesToSettle without "style", base.html): a
+# textarea the user resized has one, and htmx copied it onto the form swapped in for it.
 SECURE_CSP = {
     "default-src": ["'self'"],
     "script-src": ["'self'"],
@@ -407,6 +410,10 @@ PLAYGROUND_BUDGET_ASSUMED_OUTPUT_TOKENS = env_int("PLAYGROUND_BUDGET_ASSUMED_OUT
 PLAYGROUND_STALE_STREAM_SECONDS = env_int("PLAYGROUND_STALE_STREAM_SECONDS", 90)
 # How often the sweeper looks for them (Celery beat in production, the server's loop embedded).
 PLAYGROUND_SWEEP_SECONDS = float(os.environ.get("PLAYGROUND_SWEEP_SECONDS", "30"))
+# A deleted session: the toast offers Undo for this long; the sweeper removes it for good
+# (its spend carried into DeletedSpend) once it has been deleted for PURGE seconds.
+PLAYGROUND_SESSION_UNDO_SECONDS = env_int("PLAYGROUND_SESSION_UNDO_SECONDS", 10)
+PLAYGROUND_SESSION_PURGE_SECONDS = env_int("PLAYGROUND_SESSION_PURGE_SECONDS", 300)
 # How often deltas are sent to browsers (coalesced) and partial text saved.
 # HTTP requests one web process runs at once; more wait their turn (playground/http.py).
 PLAYGROUND_HTTP_CONCURRENCY = env_int("PLAYGROUND_HTTP_CONCURRENCY", 16)
@@ -437,4 +444,7 @@ LOGGING = {
 }
 
 # Production sweeps stale turns from Celery beat (docker/compose.yaml runs it).
-CELERY_BEAT_SCHEDULE = {"sweep-stale-turns": {"task": "chat.sweep_stale", "schedule": PLAYGROUND_SWEEP_SECONDS}}
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stale-turns": {"task": "chat.sweep_stale", "schedule": PLAYGROUND_SWEEP_SECONDS},
+    "purge-deleted-sessions": {"task": "chat.purge_deleted", "schedule": PLAYGROUND_SWEEP_SECONDS},
+}

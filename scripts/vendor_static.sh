@@ -16,4 +16,8 @@ fetch() {  # fetch PACKAGE@VERSION FILE-IN-PACKAGE DEST
 mkdir -p static/vendor
 fetch htmx.org@2.0.8 dist/htmx.min.js static/vendor/htmx.min.js
 fetch htmx-ext-ws@2.0.4 dist/ws.min.js static/vendor/htmx-ext-ws.min.js
+# Markdown while a reply streams (static/js/markdown-live.js): the same parser as the
+# server's markdown-it-py, and an allow-list sanitizer.
+fetch markdown-it@14.3.3 dist/markdown-it.min.js static/vendor/markdown-it.min.js
+fetch dompurify@3.5.0 dist/purify.min.js static/vendor/purify.min.js
 sha256sum static/vendor/*.js

@@ -34,7 +34,10 @@ import genai_prices
 
 from playground.llm.types import Usage
 
-__all__ = ["TurnCost", "CostTotals", "turn_cost", "sum_costs", "cost_totals", "format_usd", "UNKNOWN_LABEL"]
+__all__ = [
+    "UNKNOWN_LABEL", "CostTotals", "ModelRates", "TurnCost", "cost_totals", "format_rate", "format_usd", "model_rates", "sum_costs",
+    "turn_cost",
+]
 
 #: What the UI shows instead of a number when a price is not known.
 UNKNOWN_LABEL = "price unknown"
@@ -246,3 +249,52 @@ def format_usd(amount: Decimal | None) -> str:
     if whole != "0":  # rounded up to $1.00
         return f"{sign}$1.00"
     return f"{sign}${whole}.{frac}"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRates:
+    """A model's list prices in dollars per million tokens at one time, and its context window.
+
+    `cached_input` is None when genai-prices has no cache-read price for the model. `tiered`:
+    some rate rises past a prompt-size threshold; the rates shown are the base tier's."""
+
+    model_ref: str
+    input: Decimal | None
+    cached_input: Decimal | None
+    output: Decimal | None
+    context_window: int | None
+    tiered: bool = False
+
+
+def _base_rate(value) -> tuple[Decimal | None, bool]:
+    if value is None or isinstance(value, Decimal):
+        return value, False
+    return getattr(value, "base", None), True  # genai-prices' TieredPrices
+
+
+def model_rates(*, model: str, provider_id: str = "openai", at: datetime) -> ModelRates | None:
+    """What the model picker shows beside a model: genai-prices' standard rates in force at
+    `at`, or None when genai-prices does not know the model."""
+    try:
+        _, info = genai_prices.data_snapshot.get_snapshot().find_provider_model(model, None, provider_id, None)
+    except LookupError:
+        return None
+    prices = info.get_prices(at)
+    rates = [_base_rate(getattr(prices, name, None)) for name in ("input_mtok", "cache_read_mtok", "output_mtok")]
+    return ModelRates(
+        model_ref=info.id,
+        input=rates[0][0],
+        cached_input=rates[1][0],
+        output=rates[2][0],
+        context_window=info.context_window,
+        tiered=any(tiered for _, tiered in rates),
+    )
+
+
+def format_rate(amount: Decimal | None) -> str:
+    """A per-million-token rate: "$0.15", "$0.075", "$2.00"; "?" when unknown."""
+    if amount is None:
+        return "?"
+    text = format(amount.normalize(), "f")
+    whole, _, frac = text.partition(".")
+    return f"${whole}.{frac.ljust(2, '0')}"

@@ -58,7 +58,7 @@ from .rules import (
     slot_hit,
 )
 
-__all__ = ["Analysis", "Reason", "after_reply", "analyse", "not_reported", "scope_of_key"]
+__all__ = ["Analysis", "Reason", "after_reply", "analyse", "key_words", "not_reported", "scope_of_key"]
 
 #: Roles whose change means "system prompt edited".
 _SYSTEM_ROLES = ("system", "developer")
@@ -113,8 +113,36 @@ def scope_of_key(key: str | None) -> str | None:
     return None
 
 
+#: Each scope's key in words: as this request's own ("this session's key"), as another one
+#: of the same scope ("another session's key"), and as one of a list of a session's keys
+#: ("a branch's key"). The raw key stays in `details` and in the UI's details line.
+_KEY_WORDS = {
+    "session": ("this session's key", "another session's key", "this session's key"),
+    "user": ("your user key", "another user's key", "your user key"),
+    "branch": ("this branch's key", "another branch's key", "a branch's key"),
+    "user-bucket": ("your user bucket's key", "another user bucket's key", "your user bucket's key"),
+    "uncached-baseline": ("this request's one-off baseline key", "an earlier one-off baseline key", "a one-off baseline key"),
+    "none": ("no key", "no key", "no key"),
+}
+
+
+def key_words(key: str | None, *, own: bool | None = True) -> str:
+    """A `prompt_cache_key` named by its scope, in words: "this session's key", "your user
+    key", "this branch's key"; `own=False` for another key of the same scope, None for one
+    of a session's keys listed side by side. A key of no known shape is "a key of another
+    kind" (its text is in the reason's details)."""
+    scope = scope_of_key(key)
+    if scope is None:
+        return "a key of another kind"
+    return _KEY_WORDS[scope][0 if own else 2 if own is None else 1]
+
+
 def _key_text(key: str | None) -> str:
-    return "no key" if key is None else key
+    return key_words(key)
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _short_prompt(rules: RuleSet, size: int) -> Reason:
@@ -212,7 +240,7 @@ def analyse(rules: RuleSet, u: Fingerprint, history: Sequence[Fingerprint], now:
 
     key = u.prompt_cache_key
     if not same_key_any_model:
-        text = f"First request under key {_key_text(key)}: nothing was cached yet." if rules.keyed else "First request: nothing was cached yet."
+        text = f"First request under {_key_text(key)}: nothing was cached yet." if rules.keyed else "First request: nothing was cached yet."
         obstacles.append(Reason("first_request", text, details={"key": key}))
 
     if u.token_count < rules.minimum:
@@ -245,9 +273,10 @@ def analyse(rules: RuleSet, u: Fingerprint, history: Sequence[Fingerprint], now:
             would = min(rules.cacheable(block_share(u, h)), u.token_count)
             if would > base:
                 old, new = scope_of_key(h.prompt_cache_key), scope_of_key(key)
-                scope = f" (scope switched from {old} to {new})" if old and new and old != new else ""
+                switched = bool(old and new and old != new)
+                scope = f" (scope switched from {old} to {new})" if switched else ""
                 text = (
-                    f"The key changed from {_key_text(h.prompt_cache_key)} to {_key_text(key)}{scope}: the cache is "
+                    f"The key changed from {key_words(h.prompt_cache_key, own=switched)} to {_key_text(key)}{scope}: the cache is "
                     f"routed by key, so the {_n(would)} tokens cached under the old key could not be used."
                 )
                 obstacles.append(Reason("key_changed", text, would_have=would, details={"from_key": h.prompt_cache_key, "to_key": key}))
@@ -280,21 +309,21 @@ def analyse(rules: RuleSet, u: Fingerprint, history: Sequence[Fingerprint], now:
         span = rules.lifetime_text(lifetime)
         key_idle = now - key_last
         if key_idle >= idle - 1e-9 or key_idle >= lifetime:  # the whole key went cold
-            text = f"The key was idle for {format_duration(key_idle)}, longer than the cache lifetime ({span})."
+            text = f"{_cap(_key_text(key))} was idle for {format_duration(key_idle)}, longer than the cache lifetime ({span})."
         else:
             text = (
-                f"This prefix was last used {format_duration(idle)} ago (the key itself {format_duration(now - key_last)} ago), "
+                f"This prefix was last used {format_duration(idle)} ago ({_key_text(key)} was last used {format_duration(now - key_last)} ago), "
                 f"longer than the cache lifetime ({span})."
             )
-        obstacles.append(Reason("idle", text, would_have=no_expiry, details={"idle_seconds": round(idle, 3), "lifetime_seconds": lifetime}))
+        obstacles.append(Reason("idle", text, would_have=no_expiry, details={"idle_seconds": round(idle, 3), "lifetime_seconds": lifetime, "key": key}))
 
     # Load: too many requests on this key and prefix in the last minute.
     if spilled and no_spill > 0:
         text = (
-            f"{_n(recent + 1)} requests on this key and prefix in the last minute (more than ~{rules.spill_rpm}): extra "
+            f"{_n(recent + 1)} requests on {_key_text(key)} and this prefix in the last minute (more than ~{rules.spill_rpm}): extra "
             "requests spill over to other machines, which start cold."
         )
-        obstacles.append(Reason("spill_over", text, would_have=no_spill, details={"requests_last_minute": recent + 1}))
+        obstacles.append(Reason("spill_over", text, would_have=no_spill, details={"requests_last_minute": recent + 1, "key": key}))
 
     return Analysis(expected, matched.source if (matched is not None and expected) else None, recent, obstacles)
 

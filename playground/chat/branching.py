@@ -48,6 +48,41 @@ def _branch_name(name: str) -> str:
     return name
 
 
+LABEL_CHARS = 40
+
+
+def words_of(text: str, limit: int = LABEL_CHARS) -> str:
+    """A message's first words as a branch name people recognise: whitespace collapsed, cut
+    at a word boundary with "…" past `limit` characters ("Plan a trip to Lisbon…")."""
+    words = " ".join((text or "").replace("\x00", "").split())
+    if len(words) <= limit:
+        return words or "(empty message)"
+    cut = words[:limit].rsplit(" ", 1)[0] if " " in words[:limit] else words[:limit]
+    return cut.rstrip(" ,.;:") + "…"
+
+
+def fork_name(message: Message) -> str:
+    """A new fork's name, from the message it starts at: at your own message, its words; at
+    a reply, "after: " and the words of the question it answers (until the fork's first
+    message names it, `name_after_first_send`)."""
+    if message.role == Message.Role.USER:
+        return words_of(message.content)
+    question = Message.objects.filter(pk=message.parent_id).values_list("content", flat=True).first()
+    return f"after: {words_of(question or message.content, LABEL_CHARS - 7)}"
+
+
+def name_after_first_send(*, branch: Branch, head: Message | None, content: str) -> bool:
+    """A fork made at a reply is named after the question above it until its first message:
+    then after that message (the words it starts with). A name the user chose is kept.
+    Returns whether the name changed (the caller saves it)."""
+    if head is None or branch.forked_from_id != head.pk or head.role != Message.Role.ASSISTANT:
+        return False
+    if branch.name != fork_name(head):
+        return False
+    branch.name = words_of(content)
+    return True
+
+
 def _quote(text: str) -> str:
     """Plain-text quote of another branch's answer (user messages render escaped, never as HTML)."""
     lines = text.strip().splitlines() or ["(empty)"]
@@ -59,10 +94,34 @@ def branch_fork(*, session: ChatSession, message: Message, user, name: str | Non
     if session.owner_id != user.pk:
         raise PermissionDenied("not your session")
     _same_session(session, message, parent_branch)
-    name = _branch_name(name) if name else f"fork {_branch_number(session)} (from #{message.depth + 1})"
+    name = _branch_name(name) if name else fork_name(message)
     return Branch.objects.create(
         session=session, name=name, head=message, forked_from=message, parent_branch=parent_branch
     )
+
+
+def message_fork(
+    *, session: ChatSession, message: Message, user, parent_branch: Branch | None = None
+) -> tuple[Branch, Message | None]:
+    """"Fork here" as people expect it; returns the new branch and the draft to edit, if any.
+
+    At a reply: a branch with everything up to and including it (`branch_fork`). At one of
+    your own messages: a branch that ends just above it, with that message returned as the
+    draft the page puts in the composer, to edit or send as it is. A fork never ends at a
+    question without its answer, so its first send cannot make two user turns in a row.
+    """
+    if message.role != Message.Role.USER:
+        return branch_fork(session=session, message=message, user=user, parent_branch=parent_branch), None
+    if message.parent_id is None:
+        if session.owner_id != user.pk:
+            raise PermissionDenied("not your session")
+        _same_session(session, message, parent_branch)
+        branch = Branch.objects.create(session=session, name=words_of(message.content), parent_branch=parent_branch)
+    else:
+        parent = Message.objects.get(pk=message.parent_id)
+        # Named after the message it starts at: the one it puts in the composer.
+        branch = branch_fork(session=session, message=parent, user=user, parent_branch=parent_branch, name=words_of(message.content))
+    return branch, message
 
 
 def branch_open_at(*, session: ChatSession, message: Message, user, parent_branch: Branch | None = None) -> Branch:
@@ -91,7 +150,7 @@ def message_edit_resend(*, session: ChatSession, message: Message, user, content
     key_ref = turns.key_ref_of(session=session, user=user, web_session=web_session)
     with transaction.atomic():
         branch = Branch.objects.create(
-            session=session, name=f"edit {_branch_number(session)}", forked_from_id=message.parent_id
+            session=session, name=words_of(content), forked_from_id=message.parent_id
         )
         turn = turns.exchange(
             session=session, branch=branch, parent_id=message.parent_id, depth=message.depth,
@@ -118,10 +177,10 @@ def message_regenerate(*, message: Message, user, web_session=None, branch: Bran
         in_place = None
         if branch is not None:
             in_place = Branch.objects.select_for_update(of=("self",)).filter(pk=branch.pk, head_id=message.pk).first()
-        target = in_place or Branch.objects.create(
-            session=session, name=f"regen {_branch_number(session)}", forked_from_id=message.parent_id
-        )
         parent = Message.objects.get(pk=message.parent_id)
+        target = in_place or Branch.objects.create(
+            session=session, name=f"again: {words_of(parent.content, LABEL_CHARS - 7)}", forked_from_id=message.parent_id
+        )
         turn = turns.turn_for(parent=parent, session=session, branch=target, user=user, key_ref=key_ref)
         budgets.check_and_reserve(user=user, turns=[turn])
         target.head = turn.message
@@ -171,7 +230,7 @@ def fanout_send(
         for index, prompt in enumerate(prompts, start=1):
             child = Branch.objects.create(
                 session=session,
-                name=f"fan-out {number}.{index}",
+                name=words_of(prompt),
                 forked_from=message,
                 parent_branch=parent_branch,
                 fanout=fanout,

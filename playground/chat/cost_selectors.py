@@ -19,7 +19,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.db import connection
-from django.db.models import BigIntegerField, Count, F, Max, Min, Q, QuerySet, Sum
+from django.db.models import BigIntegerField, Count, Exists, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Cast, Round
 from django.utils import timezone
 
@@ -48,7 +48,7 @@ from .models import ChatSession, Turn
 
 # A turn's prefix fingerprint (a hash per 128 prompt tokens) grows with the conversation: a
 # deep session's turns would bring O(turns x depth) of it here, and no money figure reads it.
-UNREAD = ("fingerprint",)
+UNREAD = ("fingerprint", "llama_prefix")
 
 
 def _row(turn: Turn) -> TurnRow:
@@ -163,6 +163,20 @@ def _sums_of(group: dict) -> Sums:
     )
 
 
+def session_spend() -> Subquery:
+    """Each session's cost as its cost panel totals it (the finished, priced attempts of every
+    branch, `money_sum`), as a correlated subquery: a list of sessions annotates it in its one
+    query. Read it back with `money_value`."""
+    total = _finished(session=OuterRef("pk")).order_by().values("session").annotate(total=money_sum("cost_actual"))
+    return Subquery(total.values("total")[:1])
+
+
+def session_unpriced() -> Exists:
+    """Whether a session has billed attempts without a price (an unknown model, or usage
+    not known): the panel leaves them out of its dollars and says so, and so does the list."""
+    return Exists(_finished(session=OuterRef("pk")).filter(BILLED & ~PRICED))
+
+
 # --- the panel ------------------------------------------------------------------------------
 
 
@@ -269,8 +283,10 @@ def session_turns(*, session: ChatSession) -> SessionTurns:
 def account_summary(*, user) -> tuple[Totals, list[tuple[ChatSession, Totals]]]:
     """Every session's totals and the sum over all of them (two queries: the sessions, and
     the user's finished turns summed per session)."""
-    sessions = list(ChatSession.objects.filter(owner=user).order_by("-updated_at"))
-    groups = _finished(session__owner=user).values("session_id").annotate(**_sums()).order_by()
+    sessions = list(ChatSession.objects.filter(owner=user, deleted_at__isnull=True).order_by("-updated_at"))
+    # A deleted session leaves the page at once, as it did when deleting removed it (its
+    # spend still counts against the caps: chat/budgets.py).
+    groups = _finished(session__owner=user, session__deleted_at__isnull=True).values("session_id").annotate(**_sums()).order_by()
     by_session = {g["session_id"]: _sums_of(g) for g in groups}
     per_session = [(s, by_session.get(s.pk, Sums()).totals()) for s in sessions]
     return sum(by_session.values(), Sums()).totals(), per_session

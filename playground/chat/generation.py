@@ -168,6 +168,7 @@ def _explain(job: Job, outcome: Outcome, text: str) -> insight.TurnInsight:
     return insight.turn_explain(
         turn_id=job.turn_id, user_id=job.user_id, requested_at=job.requested_at, provider=job.provider,
         request=job.request, reply=text, usage=usage, billed=outcome.accepted, sent=job.sent,
+        finish_reason=outcome.done.finish_reason if outcome.done else None,
     )
 
 

@@ -30,6 +30,7 @@ from playground.caching.blocks import (
     org_fingerprint,
 )
 from playground.caching.explain import Prediction, explain, predict, predict_exact
+from playground.caching.llama_slot import SlotRecord, kept_reply
 from playground.caching.ratewatch import MemoryRateWatch, RateWatch, RedisRateWatch
 from playground.caching.rules import RuleSet, rate_ids, rules_for
 from playground.derive import derived_once
@@ -185,6 +186,16 @@ def _slot_prefix(provider: Provider, tokens: list[int] | None) -> int | None:
     return predict_exact(tokens, slot) if slot else 0
 
 
+def _slot_record(tokens: list[int], reply_tokens: list[int], *, usage: Usage, finish_reason: str | None) -> SlotRecord:
+    """llama: what this request left in the server's slot, for the lab's exact replay. Made of
+    the tokens the forecast and the explanation already asked the server for: no extra call."""
+    output = usage.output_tokens if usage.reported and "output_tokens" not in usage.missing else None
+    kept, uncertain = kept_reply(reply_tokens=len(reply_tokens), output_tokens=output, finish_reason=finish_reason)
+    if usage.reported and "prompt_tokens" not in usage.missing and usage.prompt_tokens != len(tokens):
+        uncertain = f"the server counted {usage.prompt_tokens} prompt tokens where its tokenizer gave {len(tokens)}"
+    return SlotRecord.of(prompt_tokens=tokens, kept_reply_tokens=reply_tokens[:kept], hash_key=hash_key(), uncertain=uncertain)
+
+
 @dataclass(frozen=True)
 class TurnInsight:
     """What a finished turn learns after its reply: the Turn columns to store with its end
@@ -210,7 +221,7 @@ def estimate_usage(*, prompt_tokens: int, expected_cached: int, output_tokens: i
 
 def turn_explain(
     *, turn_id: int, user_id: int, requested_at: datetime, provider: Provider, request: ReplyRequest, reply: str,
-    usage: Usage, billed: bool = True, sent: Sent | None = None,
+    usage: Usage, billed: bool = True, sent: Sent | None = None, finish_reason: str | None = None,
 ) -> TurnInsight:
     """Fingerprint the request a finished turn sent, explain its cached tokens, count its rate,
     and estimate its usage when it was billed but reported none.
@@ -231,6 +242,7 @@ def turn_explain(
             reply_tokens = llama.text_tokens(base_url=provider.base_url, text=reply) if reply else []
             reply_count = len(reply_tokens)
             django_cache.set(SLOT_CACHE_PREFIX + provider.slug, tokens + reply_tokens, None)
+            slot_record = _slot_record(tokens, reply_tokens, usage=usage, finish_reason=finish_reason)
         reported = usage.reported and "cached_tokens" not in usage.missing
         explanation = explain(
             rules=rules, turn=fp, history=earlier, actual_cached=usage.cached_tokens if reported else None,
@@ -239,6 +251,8 @@ def turn_explain(
         rate_watch().record(*rate_ids(fp), at=sent_at)
         stored = fp.with_reply({"role": "assistant", "content": reply}, hash_key=hash_key()) if reply else fp
         columns = {"fingerprint": stored.to_json(), "explanation": explanation.to_json(), "hit_class": explanation.hit_class}
+        if tokens is not None:
+            columns["llama_prefix"] = slot_record.to_json()
     except Exception:  # noqa: BLE001 - insight is a bonus; it must never fail a turn
         logger.exception("could not explain turn %s", turn_id)
         return TurnInsight()

@@ -20,11 +20,17 @@ _FORMATTER = HtmlFormatter(nowrap=True, classprefix="hl-")
 
 
 def _highlight(code: str, lang: str, _attrs: str) -> str:
+    # The code verbatim (Pygments strips leading and trailing blank lines and adds a final
+    # newline by default): the browser's streaming view (static/js/markdown-live.js) shows it
+    # unhighlighted but verbatim, and the two must have the same lines so the swap does not jump.
     try:
-        lexer = get_lexer_by_name(lang) if lang else None
+        lexer = get_lexer_by_name(lang, stripnl=False, ensurenl=False) if lang else None
     except ClassNotFound:
         lexer = None
-    return highlight(code, lexer, _FORMATTER) if lexer else ""  # "" = markdown-it escapes it
+    if not lexer:
+        return ""  # "" = markdown-it escapes it
+    html = highlight(code, lexer, _FORMATTER)
+    return html[:-1] if html.endswith("\n") and not code.endswith("\n") else html  # the formatter ends every line
 
 
 _MD = MarkdownIt("commonmark", {"html": False, "highlight": _highlight}).enable(["table", "strikethrough"])

@@ -27,6 +27,10 @@ class ChatSession(models.Model):
     extended_retention = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Deleted by its owner, still undoable: hidden everywhere, its replies stopped, its spend
+    # still counted from its turns. Purged (rows deleted, spend carried into DeletedSpend)
+    # once PLAYGROUND_SESSION_PURGE_SECONDS have passed (chat/services.py sessions_purge).
+    deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-updated_at", "-id"]
@@ -62,7 +66,11 @@ class Message(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        indexes = [models.Index(fields=["session", "parent"])]
+        indexes = [
+            models.Index(fields=["session", "parent"]),
+            # The session list's "last activity" (the newest message of each session).
+            models.Index(fields=["session", "created_at"], name="message_activity"),
+        ]
 
     @property
     def in_flight(self) -> bool:
@@ -155,6 +163,9 @@ class Turn(models.Model):
     fingerprint = models.JSONField(null=True, blank=True)
     explanation = models.JSONField(null=True, blank=True)
     hit_class = models.CharField(max_length=8, blank=True)
+    # llama.cpp only: what the request left in the server's slot (its prompt, then the reply
+    # tokens kept) as a keyed hash chain, for the lab's token-exact replay (caching/llama_slot.py).
+    llama_prefix = models.JSONField(null=True, blank=True)
     # Money, priced at requested_at (Decimal; null = price unknown).
     price_known = models.BooleanField(default=False)
     cost_actual = models.DecimalField(max_digits=20, decimal_places=12, null=True, blank=True)
@@ -175,7 +186,7 @@ class Turn(models.Model):
         "attempts" disclosure; only asked for when there are some)."""
         return list(
             Turn.objects.filter(reply_id=self.reply_id, attempt__lt=self.attempt)
-            .defer("fingerprint", "explanation").order_by("attempt", "id")
+            .defer("fingerprint", "explanation", "llama_prefix").order_by("attempt", "id")
         )
 
     @property

@@ -42,6 +42,9 @@ class MessagesAppended:
     branch_id: int
     messages: tuple  # Message rows, in thread order
     fanout: object | None = None  # a fan-out's join: its new status goes in the same frame
+    # Nodes the new ones take the place of (an unanswered message and its failed reply), as
+    # (id, shown with sibling arrows): tabs on the branch remove them first.
+    replaced: tuple = ()
 
     @property
     def session_id(self) -> int:

@@ -32,7 +32,7 @@ from .outbox import (
 
 
 def _appended(e: MessagesAppended) -> str:
-    html = rendering.appended(messages=list(e.messages), branch_id=e.branch_id, chat=e.session)
+    html = rendering.appended(messages=list(e.messages), branch_id=e.branch_id, chat=e.session, replaced=e.replaced)
     # A join's message and the fan-out's new status travel as one frame: one arrives with the other.
     return html + rendering.fanout_status(fanout=e.fanout) if e.fanout is not None else html
 

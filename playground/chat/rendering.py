@@ -13,8 +13,9 @@ TREE_TEMPLATE = "chat/tree.html"
 FANOUT_TEMPLATE = "chat/fanout.html"
 
 
-def appended(*, messages: list[Message], branch_id: int, chat) -> str:
-    return render_to_string(f"{TEMPLATE}#appended", {"new_messages": messages, "branch_id": branch_id, "chat": chat})
+def appended(*, messages: list[Message], branch_id: int, chat, replaced: tuple = ()) -> str:
+    context = {"new_messages": messages, "branch_id": branch_id, "chat": chat, "replaced": replaced}
+    return render_to_string(f"{TEMPLATE}#appended", context)
 
 
 def message_replaced(*, message_id: int) -> str:

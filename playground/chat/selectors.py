@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from django.db import connection
-from django.db.models import Q
+from django.db.models import Exists, F, OuterRef, Q, Subquery, Value
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Substr
+from django.db.models.functions import Coalesce, Greatest, Lower, StrIndex, Substr
 from django.shortcuts import get_object_or_404
 
 from playground import events
 
-from . import tree
+from . import cost_selectors, tree
 from .models import Branch, ChatSession, FanOut, Message, Turn
 
 # Root → node in one query: walk parent links upward in the database, then order by depth.
@@ -106,19 +106,122 @@ class PathWindow(NamedTuple):
         return self.messages[0].depth - self.above_depth - 1 if self.more else 0
 
 
+def _live_sessions():
+    """Sessions not deleted: a deleted one (undoable until purged) is not found anywhere."""
+    return ChatSession.objects.filter(deleted_at__isnull=True)
+
+
 def session_get(*, session_id: int, user) -> ChatSession:
-    return get_object_or_404(ChatSession, pk=session_id, owner=user)
+    return get_object_or_404(_live_sessions(), pk=session_id, owner=user)
 
 
 def session_find(*, session_id: int, user) -> ChatSession | None:
     """Like session_get, for callers that are not views (WebSocket consumers)."""
     if not getattr(user, "is_authenticated", False):
         return None
-    return ChatSession.objects.filter(pk=session_id, owner=user).first()
+    return _live_sessions().filter(pk=session_id, owner=user).first()
 
 
-def sessions_for(*, user):
-    return ChatSession.objects.filter(owner=user).only("id", "title", "updated_at", "model")
+def session_deleted_get(*, session_id: int, user) -> ChatSession:
+    """A session its owner deleted and has not been purged yet (what "Undo" restores)."""
+    return get_object_or_404(ChatSession, pk=session_id, owner=user, deleted_at__isnull=False)
+
+
+# The session list (sidebar, home page) shows this many; a search finds the others.
+SESSION_LIST_LIMIT = 100
+SEARCH_MAX_CHARS = 100
+SNIPPET_BEFORE = 40  # characters of context shown before a match in a message
+SNIPPET_CHARS = 140
+
+
+@dataclass
+class SessionList:
+    sessions: list[ChatSession]  # each with .last_activity, .spend (Decimal), .snippet
+    query: str
+    more: bool  # more sessions match than are shown
+
+
+@dataclass(frozen=True)
+class Snippet:
+    """Where a search matched a message of the session: the text around the match, split so
+    the template can mark the match (each part escaped there)."""
+
+    before: str
+    match: str
+    after: str
+    cut_start: bool  # text precedes `before` in the message
+
+
+def _snippet(text: str | None, start: int | None, query: str) -> Snippet | None:
+    if not text:
+        return None
+    at = text.lower().find(query.lower())
+    if at < 0:  # a case fold the database and Python disagree on: show the start
+        return Snippet("", "", text, bool(start and start > 1))
+    return Snippet(text[:at], text[at : at + len(query)], text[at + len(query) :], bool(start and start > 1))
+
+
+def search_query(raw: str | None) -> str:
+    """The search box's text as searched: whitespace collapsed, NUL dropped, bounded."""
+    return " ".join((raw or "").replace("\x00", "").split())[:SEARCH_MAX_CHARS]
+
+
+def _listed(*, user):
+    """The user's sessions with what the list shows of each, annotated in the same query:
+    last activity (the newest message's time, else the creation's) and spend (the cost
+    panel's total, `cost_selectors.session_spend`): correlated subqueries, not N+1."""
+    newest = Message.objects.filter(session=OuterRef("pk")).order_by("-created_at", "-id").values("created_at")[:1]
+    return (
+        _live_sessions()
+        .filter(owner=user)
+        .annotate(
+            last_activity=Coalesce(Subquery(newest), F("created_at")),
+            spend_sum=cost_selectors.session_spend(),
+            unpriced=cost_selectors.session_unpriced(),
+        )
+        .only("id", "title", "created_at")
+    )
+
+
+def session_list(*, user, query: str = "", limit: int = SESSION_LIST_LIMIT) -> SessionList:
+    """The user's sessions, most recent activity first, each with its spend: ONE query.
+
+    Sending moves a session up (its newest message is its activity); renaming it or
+    changing its settings does not. With a `query`, only sessions whose title or any
+    message contains it (case-insensitive: LIKE on SQLite, UPPER LIKE on PostgreSQL); a
+    match in a message brings a snippet around it, from the newest such message.
+    """
+    sessions = _listed(user=user)
+    query = search_query(query)
+    if query:
+        hits = Message.objects.filter(session=OuterRef("pk"), content__icontains=query)
+        found = (
+            hits.annotate(start=Greatest(StrIndex(Lower("content"), Lower(Value(query))) - SNIPPET_BEFORE, 1))
+            .annotate(text=Substr("content", F("start"), SNIPPET_CHARS))
+            .order_by("-created_at", "-id")
+        )
+        sessions = sessions.filter(Q(title__icontains=query) | Exists(hits)).annotate(
+            snippet_text=Subquery(found.values("text")[:1]), snippet_start=Subquery(found.values("start")[:1])
+        )
+    rows = list(sessions.order_by("-last_activity", "-id")[: limit + 1])
+    for row in rows:
+        _finish_row(row, query)
+    return SessionList(sessions=rows[:limit], query=query, more=len(rows) > limit)
+
+
+def _finish_row(row: ChatSession, query: str = "") -> ChatSession:
+    row.spend = cost_selectors.money_value(row.spend_sum)
+    row.snippet = _snippet(getattr(row, "snippet_text", None), getattr(row, "snippet_start", None), query) if query else None
+    return row
+
+
+def session_row(*, session_id: int, user) -> ChatSession:
+    """One entry of the session list, as the list shows it (one query)."""
+    return _finish_row(get_object_or_404(_listed(user=user), pk=session_id))
+
+
+def session_deleted_find(*, session_id: int, user) -> ChatSession | None:
+    return ChatSession.objects.filter(pk=session_id, owner=user, deleted_at__isnull=False).first()
 
 
 def branch_get(*, session: ChatSession, branch_id: int) -> Branch:
@@ -176,15 +279,19 @@ def _shown(ids: RawSQL) -> list[Message]:
     """Messages as a page shows them: with their turns, root first. Without the turn's prefix
     fingerprint: the page never reads it, and it grows with the conversation (a hash per 128
     prompt tokens), so a window of deep turns would load O(window x depth) for nothing."""
-    return list(Message.objects.filter(id__in=ids).select_related("turn").defer("turn__fingerprint").order_by("depth"))
+    return list(Message.objects.filter(id__in=ids).select_related("turn").defer("turn__fingerprint", "turn__llama_prefix").order_by("depth"))
 
 
 def turn_get(*, turn_id: int, user) -> Turn:
-    return get_object_or_404(Turn.objects.select_related("message", "session"), pk=turn_id, session__owner=user)
+    return get_object_or_404(
+        Turn.objects.select_related("message", "session"), pk=turn_id, session__owner=user, session__deleted_at__isnull=True
+    )
 
 
 def message_get(*, message_id: int, user) -> Message:
-    return get_object_or_404(Message.objects.select_related("session"), pk=message_id, session__owner=user)
+    return get_object_or_404(
+        Message.objects.select_related("session"), pk=message_id, session__owner=user, session__deleted_at__isnull=True
+    )
 
 
 def in_flight_messages(*, session: ChatSession) -> list[Message]:

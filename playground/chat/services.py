@@ -1,5 +1,6 @@
-"""Writes to sessions and their replies: create, update and delete a session; send, retry
-and stop a reply; sweep the replies whose worker died. The tree's writes (fork, edit,
+"""Writes to sessions and their replies: create, update, rename and delete a session (an
+undoable delete first, `session_trash`; the purge after the Undo window); send, retry and
+stop a reply; sweep the replies whose worker died. The tree's writes (fork, edit,
 regenerate, fan-out, join, return) are in chat/branching.py; what every new reply attempt
 goes through, in chat/turns.py.
 
@@ -57,8 +58,62 @@ def session_update(*, session: ChatSession, changes: dict) -> ChatSession:
     return session
 
 
+TITLE_MAX = ChatSession._meta.get_field("title").max_length
+
+
+def session_rename(*, session: ChatSession, title: str) -> ChatSession:
+    """The session list's inline rename. Not activity: the list's order does not change."""
+    title = " ".join((title or "").replace("\x00", "").split())
+    if not title:
+        raise ChatError("A session needs a title; the old one is kept.")
+    if len(title) > TITLE_MAX:
+        raise ChatError(f"Titles are at most {TITLE_MAX} characters; that one has {len(title)}.")
+    session.title = title
+    session.save(update_fields=["title"])
+    return session
+
+
+def session_trash(*, session: ChatSession) -> None:
+    """Delete a session, undoably: from now on it is found nowhere (selectors skip it) and
+    its running replies are stopped (a deleted conversation must not keep spending), but its
+    rows stay until `sessions_purge` removes them, so "Undo" (`session_restore`) brings it
+    back whole. Its spend keeps counting against the caps meanwhile: its turns are still
+    there, and the purge carries them into DeletedSpend."""
+    with transaction.atomic():
+        if not ChatSession.objects.filter(pk=session.pk, deleted_at__isnull=True).update(deleted_at=timezone.now()):
+            return  # deleted already (another tab)
+        running = Turn.objects.filter(session=session, message__status__in=[Message.Status.PENDING, Message.Status.STREAMING])
+        for turn in running:
+            turn_stop(turn=turn)
+
+
+def session_restore(*, session: ChatSession) -> ChatSession:
+    """Undo a delete not purged yet. A reply that was stopped by the delete stays stopped
+    (its text so far is kept; Retry runs it again)."""
+    ChatSession.objects.filter(pk=session.pk).update(deleted_at=None)
+    session.deleted_at = None
+    return session
+
+
+def sessions_purge(*, older_than: timedelta | None = None) -> int:
+    """Remove the sessions deleted more than PLAYGROUND_SESSION_PURGE_SECONDS ago, for good
+    (run by the sweeper: Celery beat in production, the server's loop embedded)."""
+    cutoff = timezone.now() - (older_than if older_than is not None else timedelta(seconds=settings.PLAYGROUND_SESSION_PURGE_SECONDS))
+    purged = 0
+    for session in ChatSession.objects.filter(deleted_at__lt=cutoff).only("id"):
+        with transaction.atomic():
+            # Checked again under the row's lock: an Undo that committed since the list was
+            # read keeps its session.
+            if not ChatSession.objects.select_for_update().filter(pk=session.pk, deleted_at__lt=cutoff).values_list("pk", flat=True):
+                continue
+            session_delete(session=session)
+        purged += 1
+    return purged
+
+
 def session_delete(*, session: ChatSession) -> None:
-    """Delete a session and everything in it; what it spent still counts against the caps."""
+    """Delete a session and everything in it now (the purge); what it spent still counts
+    against the caps."""
     with transaction.atomic():
         budgets.carry_deleted(session_id=session.pk)
         session.delete()
@@ -70,7 +125,13 @@ def _title_from(content: str) -> str:
 
 
 def message_send(*, session: ChatSession, branch: Branch, user, content: str, web_session=None) -> Turn:
-    """Append the user's message to the branch and start a reply to it."""
+    """Append the user's message to the branch and start a reply to it.
+
+    Never two user messages in a row: when the branch ends at a message of the user's that
+    got no answer (its reply failed with nothing, or it was stopped before a word), the new
+    message takes that one's place, as its sibling (the page says so beside the failed
+    reply; the tree keeps the old exchange and Retry still works on it).
+    """
     content = turns.validate_content(content)
     key_ref = turns.key_ref_of(session=session, user=user, web_session=web_session)
     with transaction.atomic():
@@ -78,10 +139,17 @@ def message_send(*, session: ChatSession, branch: Branch, user, content: str, we
         head = branch.head
         if head is not None and head.in_flight:
             raise ChatError("A reply is still streaming on this branch. Stop it or wait for it to finish; your message is still here.")
+        parent_id, depth, replaced = (head.pk, head.depth + 1, ()) if head else (None, 0, ())
+        unanswered = turns.unanswered(head)
+        if unanswered is not None:
+            parent_id, depth = unanswered.parent_id, unanswered.depth
+            replaced = turns.shown_nodes(session=session, nodes=[unanswered, head])
         turn = turns.exchange(
-            session=session, branch=branch, parent_id=head.pk if head else None, depth=head.depth + 1 if head else 0,
-            content=content, user=user, key_ref=key_ref,
+            session=session, branch=branch, parent_id=parent_id, depth=depth,
+            content=content, user=user, key_ref=key_ref, replaced=replaced,
         )
+        if unanswered is None and branching.name_after_first_send(branch=branch, head=head, content=content):
+            branch.save(update_fields=["name"])
         if session.title == DEFAULT_TITLE:
             session.title = _title_from(content)
         session.save(update_fields=["title", "updated_at"])

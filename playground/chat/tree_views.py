@@ -49,8 +49,9 @@ def message_fork(request, session_id: int, message_id: int):
     chat = selectors.session_get(session_id=session_id, user=request.user)
     message = selectors.session_message_get(session=chat, message_id=message_id)
     current = _current_branch(request, chat) or selectors.branch_showing(session=chat, message_id=message.pk)
-    branch = branching.branch_fork(session=chat, message=message, user=request.user, parent_branch=current)
-    return _go(request, _branch_url(branch))
+    branch, draft = branching.message_fork(session=chat, message=message, user=request.user, parent_branch=current)
+    # Forked at the user's own message: the branch opens with it in the composer, to edit.
+    return _go(request, f"{_branch_url(branch)}?draft={draft.pk}" if draft else _branch_url(branch))
 
 
 @require_POST
@@ -161,6 +162,16 @@ def fanout_view(request, session_id: int, fanout_id: int):
     chat = selectors.session_get(session_id=session_id, user=request.user)
     fanout = selectors.fanout_get(session=chat, fanout_id=fanout_id)
     return render(request, FANOUT, {"chat": chat, "fanout": fanout, "columns": selectors.fanout_columns(fanout=fanout)})
+
+
+@require_GET
+def fanout_status(request, session_id: int, fanout_id: int):
+    """The fan-out's join status as it is now, out of band. A fan-out page asks for it once
+    its WebSocket is open (static/js/app.js): a join that ended between the page's render
+    and the socket's subscribe sent its frame to nobody."""
+    chat = selectors.session_get(session_id=session_id, user=request.user)
+    fanout = selectors.fanout_get(session=chat, fanout_id=fanout_id)
+    return render(request, f"{FANOUT}#fanout-status", {"fanout": fanout, "oob": True})
 
 
 @require_POST

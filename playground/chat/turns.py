@@ -17,7 +17,7 @@ from django.utils import timezone
 from playground.providers.registry import provider_get
 from playground.providers.selectors import key_ref_for
 
-from . import budgets
+from . import budgets, selectors
 from .errors import ChatError
 from .models import Branch, ChatSession, Message, Turn
 from .outbox import MessagesAppended, TurnStarted, emit
@@ -66,7 +66,14 @@ def check_limits(*, user) -> None:
 
 
 def turn_fields(*, session: ChatSession, branch: Branch | None, user, key_ref: str) -> dict:
-    """A Turn's request snapshot: later settings changes never rewrite what was sent."""
+    """A Turn's request snapshot: later settings changes never rewrite what was sent.
+
+    The session's row is locked while live: a delete (services.session_trash updates that
+    row) either commits first, and this refuses, or waits until this turn exists and then
+    stops it. Without the lock a send could land in a session just deleted, spending where
+    nobody sees it."""
+    if not ChatSession.objects.select_for_update().filter(pk=session.pk, deleted_at__isnull=True).values_list("pk", flat=True):
+        raise ChatError("This session was deleted, so nothing was sent. Undo the delete to keep using it.")
     check_limits(user=user)
     return {
         "session": session,
@@ -102,17 +109,43 @@ def turn_for(*, parent: Message, session: ChatSession, branch: Branch, user, key
     )
 
 
-def announce(turn: Turn, new_messages: list[Message]) -> None:
+def unanswered(head: Message | None) -> Message | None:
+    """The user's message a branch ends at without an answer, if it does: the head itself
+    (a user message that is not a branch's returned results), or the parent of a reply that
+    ended with no text at all (failed, or stopped before its first token). A message sent
+    there would follow it as a second user turn in a row; it replaces it instead."""
+    if head is None or head.in_flight:
+        return None
+    if head.role == Message.Role.USER:
+        return None if head.source_branch_id or head.source_fanout_id else head
+    if head.content.strip() or head.status == Message.Status.DONE or head.parent_id is None:
+        return None
+    parent = Message.objects.filter(pk=head.parent_id).first()
+    return parent if parent is not None and parent.role == Message.Role.USER else None
+
+
+def shown_nodes(*, session: ChatSession, nodes: list[Message]) -> tuple[tuple[int, bool], ...]:
+    """(id, shown with sibling arrows) for nodes a page shows that are about to leave the
+    branch: what a tab removes, arrows included, and nothing it does not have (one query)."""
+    unique = list({node.pk: node for node in nodes}.values())
+    arrows = selectors.path_siblings(session=session, path=unique)
+    return tuple((node.pk, node.pk in arrows) for node in unique)
+
+
+def announce(turn: Turn, new_messages: list[Message], replaced: tuple = ()) -> None:
     """On commit: show the new nodes in every tab on the branch, then start generating (in
     that order, so a tab has the node before the reply's first delta)."""
-    emit(MessagesAppended(session=turn.session, branch_id=turn.branch_id, messages=tuple(new_messages)))
+    emit(MessagesAppended(session=turn.session, branch_id=turn.branch_id, messages=tuple(new_messages), replaced=replaced))
     emit(TurnStarted(turn.id))
 
 
-def exchange(*, session: ChatSession, branch: Branch, parent_id: int | None, depth: int, content: str, user, key_ref: str) -> Turn:
+def exchange(
+    *, session: ChatSession, branch: Branch, parent_id: int | None, depth: int, content: str, user, key_ref: str, replaced: tuple = ()
+) -> Turn:
     """The user's message under `parent_id` and the pending reply to it, now the branch's
-    head; once the transaction commits, both are shown to the session's tabs and the reply
-    starts. Call inside the transaction."""
+    head; once the transaction commits, both are shown to the session's tabs (which first
+    drop the `replaced` nodes, `shown_nodes`) and the reply starts. Call inside the
+    transaction."""
     user_message = Message.objects.create(
         session=session,
         parent_id=parent_id,
@@ -125,5 +158,5 @@ def exchange(*, session: ChatSession, branch: Branch, parent_id: int | None, dep
     budgets.check_and_reserve(user=user, turns=[turn])
     branch.head = turn.message
     branch.save(update_fields=["head", "updated_at"])
-    announce(turn, [user_message, turn.message])
+    announce(turn, [user_message, turn.message], replaced)
     return turn

@@ -1,13 +1,18 @@
 from django.urls import path, re_path
 
-from . import tree_views, views
+from . import session_list_views, tree_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("sessions/new/", views.session_new, name="session-new"),
     path("sessions/<int:session_id>/", views.session_open, name="session"),
     path("sessions/<int:session_id>/settings/", views.session_settings, name="session-settings"),
-    path("sessions/<int:session_id>/delete/", views.session_delete, name="session-delete"),
+    # The session list (session_list_views.py).
+    path("sessions/list/", session_list_views.session_list, name="session-list"),
+    path("sessions/<int:session_id>/item/", session_list_views.session_item, name="session-item"),
+    path("sessions/<int:session_id>/rename/", session_list_views.session_rename, name="session-rename"),
+    path("sessions/<int:session_id>/delete/", session_list_views.session_delete, name="session-delete"),
+    path("sessions/<int:session_id>/restore/", session_list_views.session_restore, name="session-restore"),
     path("sessions/<int:session_id>/b/<int:branch_id>/", views.branch_view, name="branch"),
     path("sessions/<int:session_id>/b/<int:branch_id>/send/", views.message_send, name="message-send"),
     path("sessions/<int:session_id>/b/<int:branch_id>/predict/", views.composer_predict, name="composer-predict"),
@@ -30,5 +35,6 @@ urlpatterns = [
     path("sessions/<int:session_id>/b/<int:branch_id>/return/", tree_views.branch_return, name="branch-return"),
     path("sessions/<int:session_id>/fanout/<int:fanout_id>/", tree_views.fanout_view, name="fanout"),
     path("sessions/<int:session_id>/fanout/<int:fanout_id>/join/", tree_views.fanout_join, name="fanout-join"),
+    path("sessions/<int:session_id>/fanout/<int:fanout_id>/status/", tree_views.fanout_status, name="fanout-status"),
     path("messages/<int:message_id>/", tree_views.message_state, name="message-state"),
 ]

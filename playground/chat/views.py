@@ -11,10 +11,11 @@ from django_htmx.http import HttpResponseClientRedirect
 from playground.accounts.forms import AccountDeleteForm, EmailForm
 from playground.caching.keys import SCOPE_BY_VALUE
 from playground.caching.retention import retention_explanation
+from playground.providers.catalog import model_catalog
 from playground.providers.registry import provider_get, providers
 from playground.providers.selectors import key_ref_for, key_statuses
 
-from . import budgets, cost_selectors, export, insight, outbox, selectors, services
+from . import budgets, cost_selectors, export, insight, outbox, selectors, services, session_list_views, turns
 from .errors import ChatError
 from .forms import BudgetForm, SessionSettingsForm
 from .reply_request import path_messages
@@ -28,10 +29,12 @@ def _redirect(request, to):
 
 @require_GET
 def home(request):
-    latest = selectors.sessions_for(user=request.user).first()
-    if latest is not None:
-        return redirect("session", session_id=latest.pk)
-    return render(request, "chat/home.html", {"sessions": []})
+    """The session list, searchable (`?q=` without JavaScript), and where deleting the open
+    session lands (with its Undo)."""
+    context = session_list_views.sidebar_context(request, current_id=None, query=request.GET.get("q", ""))
+    statuses = key_statuses(user=request.user, session=request.session)
+    context["has_any_key"] = any(status.mask and not status.expired for status in statuses)
+    return render(request, "chat/home.html", context)
 
 
 @require_POST
@@ -98,22 +101,46 @@ def _thread(chat, branch, *, at: int | None = None) -> list[dict]:
     return selectors.annotate_thread(session=chat, thread=thread)
 
 
-def _page_context(request, chat, branch, *, form=None, composer_text="", composer_error="", at=None):
+FORK_DRAFT_NOTE = ("Forked just above your message: it is in the box below. Edit it and send, or send it as it is, "
+                   "to get a new answer on this branch.")
+UNANSWERED_NOTE = ("Your last message got no answer, so it is back in the box. Edit it or send it again: it takes the "
+                   "unanswered one's place (that attempt stays in the tree). Or press Retry on the failed reply.")
+
+
+def _composer_draft(chat, branch, thread: list[dict], draft_id: int | None) -> tuple[str, str]:
+    """What the composer opens with, and why (or nothing): the message a fork at the user's
+    own message was made above (`?draft=`), else a message of theirs the branch ends at
+    without an answer. Sending either never stacks two user turns (services.message_send)."""
+    if draft_id is not None:
+        draft = selectors.session_message_find(session_id=chat.pk, message_id=draft_id)
+        if draft is not None and draft.role == draft.Role.USER:
+            return draft.content, FORK_DRAFT_NOTE
+    shown = [item["message"] for item in thread if "message" in item]
+    head = shown[-1] if shown and shown[-1].pk == branch.head_id else None
+    unanswered = turns.unanswered(head)
+    return (unanswered.content, UNANSWERED_NOTE) if unanswered is not None else ("", "")
+
+
+def _page_context(request, chat, branch, *, form=None, composer_text="", composer_error="", at=None, draft_id=None):
     thread = _thread(chat, branch, at=at)
+    composer_note = ""
+    if not composer_text and not composer_error:
+        composer_text, composer_note = _composer_draft(chat, branch, thread, draft_id)
     provider = provider_get(chat.provider) if chat.provider in providers() else None
     return {
         "chat": chat,
         "branch": branch,
         "branches": selectors.branches_for(session=chat),
-        "sessions": selectors.sessions_for(user=request.user),
+        **session_list_views.sidebar_context(request, current_id=chat.pk),
         "thread": thread,
-        "form": form or SessionSettingsForm(instance=chat),
+        "form": form or _settings_form(request, chat),
         "provider": provider,
         "has_key": bool(provider and key_ref_for(user=request.user, session=request.session, provider=provider)),
         "scope": SCOPE_BY_VALUE.get(chat.cache_scope),
         "retention_note": retention_explanation(chat.model),
         "composer_text": composer_text,
         "composer_error": composer_error,
+        "composer_note": composer_note,
         "streaming": any(item["message"].in_flight for item in thread if "message" in item),
         "panel": cost_selectors.session_panel(session=chat),
         **selectors.branch_bar(session=chat, branch=branch),
@@ -129,7 +156,8 @@ def _int_param(request, name: str) -> int | None:
 def branch_view(request, session_id: int, branch_id: int):
     chat = selectors.session_get(session_id=session_id, user=request.user)
     branch = selectors.branch_get(session=chat, branch_id=branch_id)
-    return render(request, TEMPLATE, _page_context(request, chat, branch, at=_int_param(request, "at")))
+    context = _page_context(request, chat, branch, at=_int_param(request, "at"), draft_id=_int_param(request, "draft"))
+    return render(request, TEMPLATE, context)
 
 
 @require_GET
@@ -171,46 +199,78 @@ def message_send(request, session_id: int, branch_id: int):
         composer = render_to_string(
             f"{TEMPLATE}#composer", {"chat": chat, "branch": branch, "composer_text": "", "composer_error": ""}, request=request
         )
-        return HttpResponse(composer + appended)
-    user_message = turn.message.parent
-    return render(
-        request,
-        f"{TEMPLATE}#sent",
-        {"chat": chat, "branch": branch, "new_messages": [user_message, turn.message], "branch_id": branch.pk},
-    )
+        response = HttpResponse(composer + appended)
+    else:
+        user_message = turn.message.parent
+        response = render(
+            request,
+            f"{TEMPLATE}#sent",
+            {"chat": chat, "branch": branch, "new_messages": [user_message, turn.message], "branch_id": branch.pk},
+        )
+    response["HX-Trigger"] = "sessions-changed"  # the session list re-sorts: this one is now the latest
+    return response
+
+
+def _settings_form(request, chat, *args, listed=None, **kwargs) -> SessionSettingsForm:
+    """The drawer's form, its model field a dropdown of the provider's own models (`listed`:
+    a list just fetched, used as it is)."""
+
+    def catalog_of(slug: str, mode: str):
+        if listed is not None and mode == "cached" and listed.provider.slug == slug:
+            return listed
+        return model_catalog(user=request.user, web_session=request.session, provider=providers()[slug], mode=mode)
+
+    url = reverse("session-settings", kwargs={"session_id": chat.pk})
+    return SessionSettingsForm(*args, instance=chat, catalog_of=catalog_of, models_url=url, **kwargs)
+
+
+def _posted_initial(post) -> dict:
+    """What the drawer holds, as a fresh form's initial values: listing models keeps it all."""
+    initial = {name: post.get(name) for name in SessionSettingsForm.Meta.fields if name in post}
+    initial["extended_retention"] = "extended_retention" in post
+    return initial
 
 
 @require_POST
 def session_settings(request, session_id: int):
     chat = selectors.session_get(session_id=session_id, user=request.user)
-    form = SessionSettingsForm(request.POST, instance=chat)
     saved = False
-    if form.is_valid():
-        changes = dict(form.cleaned_data)
-        if request.POST.get("title_was") == changes["title"]:
-            # The user did not touch the title; keep whatever it is now (the first message
-            # may have named the session after this form was rendered).
-            changes.pop("title")
-        chat = services.session_update(session=chat, changes=changes)
-        form = SessionSettingsForm(instance=chat)
-        saved = True
+    action = request.POST.get("models_action")
+    if action in ("list", "refresh"):
+        # The provider changed in the drawer, or "Refresh models": list its models (asking
+        # the provider on "refresh" or when none are kept), save nothing, keep every input.
+        slug = request.POST.get("provider")
+        slug = slug if slug in providers() else chat.provider
+        listed = model_catalog(user=request.user, web_session=request.session, provider=providers()[slug],
+                               mode="refresh" if action == "refresh" else "fetch")
+        form = _settings_form(request, chat, initial=_posted_initial(request.POST), listed=listed)
+        warning = ""
+    else:
+        form = _settings_form(request, chat, request.POST)
+        if form.is_valid():
+            changes = dict(form.cleaned_data)
+            if request.POST.get("title_was") == changes["title"]:
+                # The user did not touch the title; keep whatever it is now (the first message
+                # may have named the session after this form was rendered).
+                changes.pop("title")
+            chat = services.session_update(session=chat, changes=changes)
+            warning = form.warning
+            form = _settings_form(request, chat)
+            saved = True
+        else:
+            warning = form.warning
     context = {
         "chat": chat,
         "form": form,
         "saved": saved,
+        "warning": warning,
         "scope": SCOPE_BY_VALUE.get(chat.cache_scope),
         "retention_note": retention_explanation(chat.model),
     }
     if request.htmx:
-        return render(request, f"{TEMPLATE}#settings", context, status=200 if form.is_valid() or saved else 422)
+        ok = saved or action in ("list", "refresh")
+        return render(request, f"{TEMPLATE}#settings", context, status=200 if ok else 422)
     return redirect("session", session_id=chat.pk)
-
-
-@require_POST
-def session_delete(request, session_id: int):
-    chat = selectors.session_get(session_id=session_id, user=request.user)
-    services.session_delete(session=chat)
-    return _redirect(request, "/")
 
 
 @require_POST
@@ -311,7 +371,11 @@ def composer_predict(request, session_id: int, branch_id: int):
     if chat.provider in providers():
         provider = provider_get(chat.provider)
         draft = request.POST.get("content", "")[: settings.PLAYGROUND_MAX_MESSAGE_CHARS]
-        messages = path_messages(selectors.branch_path(branch=branch)) + [{"role": "user", "content": draft}]
+        path = selectors.branch_path(branch=branch)
+        unanswered = turns.unanswered(branch.head)
+        if unanswered is not None:  # the send will take its place (services.message_send)
+            path = path[: unanswered.depth]
+        messages = path_messages(path) + [{"role": "user", "content": draft}]
         prediction, warning, unavailable = insight.predict_next(
             provider=provider,
             user=request.user,

@@ -44,6 +44,7 @@ class Row:
     cost: Decimal | None  # None: a model genai-prices cannot price
     uncached_cost: Decimal | None
     misses: dict[str, int]
+    label: str = ""  # a row that is not one scope (llama.cpp: every scope alike)
 
     @property
     def saved(self) -> Decimal | None:
@@ -52,7 +53,7 @@ class Row:
     @property
     def scope_label(self) -> str:
         scope = keys.SCOPE_BY_VALUE.get(self.scenario.scope)
-        return scope.label if scope else self.scenario.scope
+        return self.label or (scope.label if scope else self.scenario.scope)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class TurnCheck:
     recorded: int | None  # None: no usage was reported (stopped, cut)
     replayed: int
     reason: str | None
+    source: str = ""  # llama.cpp: whose tokens the slot held for this request
+    note: str = ""  # llama.cpp: why replayed and recorded differ
 
     @property
     def delta(self) -> int | None:
@@ -79,6 +82,7 @@ class Lab:
     rows: list[Row]
     checks: list[TurnCheck]
     recommendation: str
+    keys_ignored: str = ""  # llama.cpp: the provider ignores prompt_cache_key, said in words
 
     @property
     def matching(self) -> int:
@@ -169,10 +173,11 @@ def _used(session: ChatSession) -> tuple[str, str]:
 
 def session_lab(*, session: ChatSession) -> Lab:
     provider = provider_get(session.provider)
+    if provider.cache_rules == "llama":
+        return llama_lab(session=session, provider=provider)
     requests = recorded_requests(session=session)
     if provider.cache_rules != "openai":
-        return Lab(session, False, "This provider's cache (llama.cpp's single slot) ignores prompt_cache_key, so every "
-                   "scope would give the same figures.", [], [], "")
+        return Lab(session, False, f"The lab has no replay for this provider's cache rules ({provider.cache_rules}).", [], [], "")
     rules = rules_for("openai")
     used_scope, used_retention = _used(session)
     model = requests[-1].fingerprint.model if requests else session.model
@@ -187,6 +192,31 @@ def session_lab(*, session: ChatSession) -> Lab:
         for s in (used_outcome.served if used_outcome else [])
     ]
     return Lab(session, True, "", rows, checks, recommend(rows))
+
+
+def llama_lab(*, session: ChatSession, provider) -> Lab:
+    """llama.cpp: keys are ignored, so one row (every scope: the measured figures, replayed token
+    for token through the server's slot) and the uncached baseline, and the turn-by-turn check."""
+    from . import llama
+
+    turns = llama.session_turns(session=session, provider=provider)
+    count, prompt, cached = llama.summary(turns)
+    cost = uncached = Decimal(0)
+    for t in turns:
+        priced = _request_cost(t.model, provider.price_provider, t.prompt_tokens, t.replayed, t.output_tokens, t.at)
+        if not priced.known:
+            cost = uncached = None
+            break
+        cost += priced.actual
+        uncached += priced.uncached
+    no_misses = dict.fromkeys(MISS_REASONS, 0)  # the OpenAI reasons do not apply: the cell stays empty
+    rows = [
+        Row(Scenario("every-scope", "single slot"), True, count, sum(1 for t in turns if t.replayed), prompt, cached,
+            cached / prompt if prompt else 0.0, cost, uncached, no_misses, label="Any key (ignored by llama.cpp)"),
+        Row(Scenario("uncached-baseline", "none"), False, count, 0, prompt, 0, 0.0, uncached, uncached, no_misses),
+    ]
+    checks = [TurnCheck(t.index, t.label, t.prompt_tokens, t.recorded, t.replayed, None, t.source, t.note) for t in turns]
+    return Lab(session, True, "", rows, checks, llama.recommend(turns, cost), keys_ignored=llama.KEYS_IGNORED)
 
 
 def _money(value: Decimal | None) -> str:

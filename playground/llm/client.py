@@ -21,7 +21,7 @@ import aiohttp
 import httpx2
 import openai
 
-from .types import Usage
+from .types import ListedModel, Usage
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,22 @@ def _client(*, base_url: str, api_key: str, connect_timeout: float, read_timeout
 
 
 async def list_models(*, base_url: str, api_key: str, timeout: float = 10.0) -> list[str]:
-    """The cheap call that proves a key works: list the models it can use.
+    """The cheap call that proves a key works: list the models it can use."""
+    return [model.id for model in await list_model_details(base_url=base_url, api_key=api_key, timeout=timeout)]
+
+
+def _context_window(model: Any) -> int | None:
+    """A context size some OpenAI-compatible servers add to a model entry (OpenAI adds none)."""
+    extra = getattr(model, "model_extra", None) or {}
+    for name in ("context_window", "context_length"):
+        value = extra.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+async def list_model_details(*, base_url: str, api_key: str, timeout: float = 10.0) -> list[ListedModel]:
+    """The provider's `/v1/models` with the key, sorted by id: the model picker's list.
 
     Its own client, closed on return: it runs from a view through `async_to_sync`, which may
     be a loop made for this one call, and a rare call needs no pooled connection."""
@@ -126,7 +141,8 @@ async def list_models(*, base_url: str, api_key: str, timeout: float = 10.0) -> 
         client = _client(base_url=base_url, api_key=api_key, connect_timeout=timeout, read_timeout=timeout, http_client=http_client)
         try:
             page = await client.models.list()
-            return sorted(model.id for model in page.data)
+            found = {model.id: ListedModel(model.id, _context_window(model)) for model in page.data if model.id}
+            return [found[name] for name in sorted(found)]
         except Exception as exc:  # noqa: BLE001 - every failure becomes a user-facing UpstreamError
             raise _translate(exc, model=None, read_timeout=timeout) from None
 

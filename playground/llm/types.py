@@ -38,3 +38,12 @@ class Usage:
 
 
 NOT_REPORTED = Usage(reported=False, missing=("usage",))
+
+
+@dataclass(frozen=True, slots=True)
+class ListedModel:
+    """One entry of a provider's `/v1/models`: its id, and the context window when the
+    provider says (OpenAI does not; llama.cpp's server and others may)."""
+
+    id: str
+    context_window: int | None = None

@@ -11,9 +11,11 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from playground.llm.client import UpstreamError, list_models
+from playground.llm.client import UpstreamError, list_model_details
+from playground.llm.types import ListedModel
 
 from . import crypto
+from .catalog import catalog_store
 from .models import ApiKey
 from .registry import Provider
 from .selectors import EPHEMERAL_CACHE_PREFIX, SESSION_KEYS
@@ -37,10 +39,10 @@ def _clean(plaintext: str) -> str:
     return key
 
 
-def api_key_validate(*, provider: Provider, plaintext: str) -> list[str]:
-    """The cheap upstream call: list models with the key. Returns the model ids."""
+def api_key_validate(*, provider: Provider, plaintext: str) -> list[ListedModel]:
+    """The cheap upstream call: list models with the key. Returns the models."""
     try:
-        return async_to_sync(list_models)(
+        return async_to_sync(list_model_details)(
             base_url=provider.base_url, api_key=plaintext, timeout=settings.PLAYGROUND_KEY_CHECK_TIMEOUT
         )
     except UpstreamError as exc:
@@ -55,6 +57,7 @@ def api_key_save(*, user, session, provider: Provider, plaintext: str, session_o
     """Validate and store a key; return its mask. Session-only keys never touch the database."""
     key = _clean(plaintext)
     models = api_key_validate(provider=provider, plaintext=key)
+    catalog_store(provider=provider, plaintext=key, models=models)  # the model picker's list, for free
     mask = crypto.mask(key)
     token = crypto.encrypt(key)
     api_key_forget(user=user, session=session, provider=provider)
@@ -71,7 +74,7 @@ def api_key_save(*, user, session, provider: Provider, plaintext: str, session_o
         provider=provider.slug,
         ciphertext=token,
         mask=mask,
-        models_available=models[:500],
+        models_available=[m.id for m in models[:500]],
         expires_at=timezone.now() + timedelta(days=max_age) if max_age else None,
     )
     return mask

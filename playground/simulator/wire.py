@@ -209,7 +209,7 @@ def responses_stream(turn: Turn) -> StreamPlan:
     head += event({"type": "response.output_item.added", "output_index": index, "item": _message_item(turn, None)})
     head += event({"type": "response.content_part.added", **position, "part": _text_part("")})
 
-    prefix = f'event: response.output_text.delta\ndata: {{"type":"response.output_text.delta","sequence_number":'
+    prefix = 'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":'
     middle = f',"item_id":"{item_id}","output_index":{index},"content_index":0,"delta":'
     content = []
     for piece in turn.output.pieces:

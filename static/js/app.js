@@ -1,4 +1,42 @@
 // Small behaviours htmx does not cover. No inline scripts: the CSP allows only our files.
+
+// A session's events go to every tab of the session, rendered once for all of them
+// (chat/publish.py), but a tab shows only part of the session: one branch's thread, or a
+// fan-out's columns, with or without the cost panel. The out-of-band parts of a frame whose
+// target this page does not have are not for it, and are dropped before htmx swaps (htmx
+// would log each one as an error, htmx:oobErrorNoTarget). Used on the element that connects
+// the socket (hx-ext="ws,page-targets"), so its frames and the requests made from inside it
+// are filtered; every other response still errors on a missing target, as a bug should.
+(function () {
+  "use strict";
+  if (!window.htmx) return;
+  function selectorOf(el, frame) {
+    var spec = el.getAttribute("hx-swap-oob");
+    if (spec === null && frame) spec = "true";  // the ws extension swaps every part of a frame by id
+    if (spec === null) return null;
+    var colon = spec.indexOf(":");
+    if (colon >= 0) return spec.slice(colon + 1);
+    return el.id ? "#" + CSS.escape(el.id) : null;
+  }
+  function present(selector) {
+    try { return document.querySelector(selector) !== null; } catch (e) { return true; }  // htmx reports a bad one
+  }
+  window.htmx.defineExtension("page-targets", {
+    transformResponse: function (text, xhr) {
+      var frame = !xhr;  // a WebSocket frame, not an HTTP response
+      if (!frame && text.indexOf("hx-swap-oob") < 0) return text;
+      var tpl = document.createElement("template");
+      tpl.innerHTML = text;
+      var dropped = false;
+      Array.prototype.slice.call(tpl.content.children).forEach(function (el) {
+        var selector = selectorOf(el, frame);
+        if (selector !== null && !present(selector)) { el.remove(); dropped = true; }
+      });
+      return dropped ? tpl.innerHTML : text;
+    }
+  });
+})();
+
 (function () {
   "use strict";
 
@@ -22,7 +60,8 @@
   // 1. ask the socket to resync each streaming body: its text so far, or the final message;
   // 2. re-read each pending or streaming message over HTTP (/messages/<id>/: its end with the
   //    cost panel if it ended, else nothing). Snapshot rules (data-seq) drop anything older.
-  // One listener, so the two steps cannot drift apart or run in an unknown order.
+  // 3. re-read a fan-out's pending join status the same way (/sessions/<s>/fanout/<f>/status/).
+  // One listener, so the steps cannot drift apart or run in an unknown order.
   document.addEventListener("htmx:wsOpen", function (evt) {
     keepSocket(evt);
     Array.prototype.forEach.call(document.querySelectorAll(".msg-body.live[id^='body-']"), function (body) {
@@ -31,7 +70,13 @@
     if (!window.htmx) return;
     Array.prototype.forEach.call(document.querySelectorAll(".msg.status-pending, .msg.status-streaming"), function (msg) {
       var id = msg.id.replace("msg-", "");
-      if (/^\d+$/.test(id)) window.htmx.ajax("GET", "/messages/" + id + "/", { swap: "none" });
+      // From the socket's element: its page-targets extension drops what this page lacks
+      // (a fan-out page has no cost panel).
+      if (/^\d+$/.test(id)) window.htmx.ajax("GET", "/messages/" + id + "/", { source: evt.target, swap: "none" });
+    });
+    // 3. a fan-out whose join is pending may have joined meanwhile: re-read its status.
+    Array.prototype.forEach.call(document.querySelectorAll(".fanout-status[data-status-url]"), function (status) {
+      window.htmx.ajax("GET", status.getAttribute("data-status-url"), { source: evt.target, swap: "none" });
     });
   });
 
@@ -205,5 +250,41 @@
   });
   document.addEventListener("htmx:afterSwap", function (evt) {
     if (evt.detail.target && evt.detail.target.id === "composer") refresh();
+  });
+})();
+
+// Phones: the session page is one column with the drawer (cost panel, settings) above the
+// conversation, folded. The cost panel's summary shows only there (app.css): on a wider
+// screen the panel must stay open, so it follows the width as it changes (a phone turned).
+(function () {
+  "use strict";
+  var phone = window.matchMedia("(max-width: 700px)");
+  function fold() {
+    document.querySelectorAll("details[data-fold-on-phone]").forEach(function (box) { box.open = !phone.matches; });
+  }
+  document.addEventListener("DOMContentLoaded", fold);
+  phone.addEventListener("change", fold);
+})();
+
+// The session drawer re-reads its form in the background (the provider's model list) while
+// the user may press Save. A save sent after such a read started wins: the read's answer (the
+// form as it was) is not swapped in over "Saved". Not done with hx-sync's abort: htmx logs
+// every aborted request as a console error (htmx:sendAbort).
+(function () {
+  "use strict";
+  document.addEventListener("htmx:beforeRequest", function (evt) {
+    var elt = evt.detail.elt;
+    var form = elt && elt.closest ? elt.closest("form") : null;
+    if (!form || !evt.detail.xhr) return;
+    if (elt === form) {
+      form.pgSaves = (form.pgSaves || 0) + 1;
+    } else if (elt.hasAttribute("data-superseded-by-save")) {
+      evt.detail.xhr.pgForm = form;
+      evt.detail.xhr.pgSaves = form.pgSaves || 0;
+    }
+  });
+  document.addEventListener("htmx:beforeSwap", function (evt) {
+    var xhr = evt.detail.xhr;
+    if (xhr && xhr.pgForm && (xhr.pgForm.pgSaves || 0) > xhr.pgSaves) evt.detail.shouldSwap = false;
   });
 })();

@@ -6,8 +6,11 @@ and tests save extra shots at key moments with `shot(page, "moment")`.
 
 Console messages and page errors of every page in the context are collected on the
 `page` object (`page.console_log`, `page.page_errors`); the teardown fails the test if the
-browser reported a Content Security Policy violation or an uncaught JavaScript error, or if
-the server answered any request with a 5xx.
+browser reported a Content Security Policy violation, an uncaught JavaScript error or any
+console message of type "error" (htmx's own errors, a failed resource load, ...), or if the
+server answered any request with a 5xx. A test whose scenario makes the browser log an
+error on purpose says which with `@pytest.mark.console_errors(r"regex", ...)`: only those
+messages are allowed, and only in that test.
 """
 
 from __future__ import annotations
@@ -64,6 +67,18 @@ def csp_violations(messages: list[str]) -> list[str]:
     return [m for m in messages if "content security policy" in m.lower()]
 
 
+def _console_line(msg) -> str:
+    """'<type>: <text>', with the URL it came from for errors ("Failed to load resource"
+    does not name the resource otherwise)."""
+    url = (msg.location or {}).get("url", "") if msg.type == "error" else ""
+    return f"{msg.type}: {msg.text}" + (f" [{url}]" if url else "")
+
+
+def console_errors(messages: list[str], allowed: list[str] = ()) -> list[str]:
+    """Console messages of type "error" not matched by one of the `allowed` regexes."""
+    return [m for m in messages if m.startswith("error: ") and not any(re.search(pattern, m) for pattern in allowed)]
+
+
 # Package scope, not session: Playwright's sync API keeps an event loop running in the main
 # thread while it is open, and every later test that calls asyncio.run() would fail. Closing
 # it when the browser tests end keeps the rest of the session's tests independent of it.
@@ -78,15 +93,23 @@ def browser() -> Browser:
 @pytest.fixture
 def server(request, sim):
     """The app under test: the parametrized `app` (embedded and production) when the test
-    asks for it, else the embedded app."""
+    asks for it, else the embedded app. A test that needs an app configured its own way names
+    that app's fixture: `@pytest.mark.parametrize("server", ["its_fixture"], indirect=True)`."""
+    if hasattr(request, "param"):
+        return request.getfixturevalue(request.param)
     if "app" in request.fixturenames:
         return request.getfixturevalue("app")
     return request.getfixturevalue("embedded_app")
 
 
+# A phone (tests marked `phone`): an iPhone-sized viewport, touch, and the mobile meta viewport.
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 1}
+
+
 @pytest.fixture
-def context(browser: Browser, server) -> BrowserContext:
-    context = browser.new_context(base_url=server.base_url, viewport={"width": 1280, "height": 900})
+def context(request, browser: Browser, server) -> BrowserContext:
+    size = PHONE if request.node.get_closest_marker("phone") else {"viewport": {"width": 1280, "height": 900}}
+    context = browser.new_context(base_url=server.base_url, **size)
     context.set_default_timeout(15_000)
     context.add_init_script(INIT_SCRIPT)
     context.console_log = []  # type: ignore[attr-defined]
@@ -98,7 +121,7 @@ def context(browser: Browser, server) -> BrowserContext:
             context.server_errors.append(f"{response.status} {response.request.method} {response.url}")
 
     def watch(page: Page) -> None:
-        page.on("console", lambda msg: context.console_log.append(f"{msg.type}: {msg.text}"))
+        page.on("console", lambda msg: context.console_log.append(_console_line(msg)))
         page.on("pageerror", lambda err: context.page_errors.append(str(err)))
         page.on("response", on_response)
 
@@ -123,4 +146,7 @@ def page(request, context: BrowserContext) -> Page:
     violations = csp_violations(context.console_log)
     assert not violations, f"Content Security Policy violations: {violations}"
     assert not context.page_errors, f"uncaught JavaScript errors: {context.page_errors}"
+    allowed = [p for marker in request.node.iter_markers("console_errors") for p in marker.args]
+    errors = console_errors(context.console_log, allowed)
+    assert not errors, f"console errors: {errors}"
     assert not context.server_errors, f"the server answered with errors: {context.server_errors}"

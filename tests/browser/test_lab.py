@@ -39,3 +39,47 @@ def test_the_lab_is_one_click_from_a_session_and_fits_a_phone(page, sim):
     expect(page.locator("#shapes-summary")).to_be_visible()
     shot(page, "phone")
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 390, "no sideways scroll at phone width"
+
+
+def test_a_live_ab_from_the_lab_estimates_confirms_and_lands_measured_next_to_predicted(page, sim):
+    sim.configure(reply_tokens=6)
+    ready_user(page)
+    settings = open_settings(page)
+    settings.locator("textarea[name=system_prompt]").fill(LONG)
+    settings.get_by_role("button", name="Save settings").click()
+    expect(page.locator("#settings .ok")).to_have_text("Saved")
+    for text in ("one", "two"):
+        _, assistant = send(page, text)
+        wait_finished(assistant)
+    page.get_by_role("link", name="Key-strategy lab").click()
+
+    live = page.locator("#lab-live")
+    expect(live.get_by_role("heading", name="Live A/B")).to_be_visible()
+    expect(live.get_by_label("Conversation (default)")).to_be_checked()
+    live.get_by_label("No key").check()
+    live.get_by_role("button", name="Estimate the cost").click()
+    estimate = page.locator("#live-estimate-table")
+    expect(estimate.locator("tbody tr[data-scope]")).to_have_count(3)
+    expect(page.locator("#live-estimate-total")).to_contain_text("$")
+    expect(page.locator("#live-budget")).to_contain_text("daily cap")
+    shot(page, "estimate")
+    page.set_viewport_size({"width": 390, "height": 844})
+    shot(page, "estimate-phone")
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390, "no sideways scroll at phone width"
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    page.get_by_role("button", name="Run it: spend about").click()
+    expect(page.locator("#live-table")).to_be_visible()
+    # When the run ends the page reloads with the final figures in the lab's own table.
+    expect(page.locator("#live-status")).to_contain_text("Done", timeout=30_000)
+    rows = page.locator("#live-table tbody tr[data-scope]")
+    expect(rows).to_have_count(3)
+    expect(page.locator("#live-table tr[data-scope=session] .matching")).to_have_text("2 of 2")
+    measured = page.locator('#lab-table tr[data-scope=branch][data-retention=in-memory] .measured')
+    expect(measured).to_contain_text("cached ·")
+    shot(page, "results")
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.locator("#lab-live").scroll_into_view_if_needed()
+    shot(page, "results-phone")
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390, "no sideways scroll at phone width"

@@ -79,8 +79,12 @@ def test_reply_streams_token_by_token_then_shows_usage(page, app, sim):
     assert int(value("prompt")) > 0
     assert re.fullmatch(r"\d+ \(\d+(\.\d+)?%\)", value("cached")), value("cached")
     assert int(value("output")) == n
-    key = usage.locator(".key code").inner_text()
-    assert key and key != "(none sent)" and len(key) <= 64
+    # The key is named in words; the raw value sits behind "details".
+    expect(usage.locator(".key dd")).to_contain_text("this session's key")
+    raw = usage.locator(".key details.raw-key")
+    raw.locator("summary").click()
+    key = raw.locator("code").inner_text()
+    assert key and len(key) <= 64
     # It is exactly the key the simulator received.
     sent = [r for r in sim.requests() if r["path"].endswith("/chat/completions")][-1]
     assert sent["body"]["prompt_cache_key"] == key

@@ -60,7 +60,7 @@ def test_fork_edit_regenerate_and_switch(page, sim):
         first_reply.get_by_role("button", name="Fork here").click()
     assert page.url != main_url
     expect(page.locator(".thread .msg")).to_have_count(2)
-    expect(page.locator(".branch-name")).to_have_text(re.compile(r"fork \d+ \(from #2\)"))
+    expect(page.locator(".branch-name")).to_have_text("after: Plan a trip to Lisbon.")
     wait_ws(page)
     _say(page, "Make it Porto instead.")
     expect(page.locator(".thread .msg")).to_have_count(4)
@@ -81,7 +81,7 @@ def test_fork_edit_regenerate_and_switch(page, sim):
         form.get_by_role("button", name="Send as a new branch").click()
     wait_finished(last_assistant(page))
     expect(page.locator(".thread .msg-user").nth(1)).to_contain_text("Five days, luxury budget.")
-    expect(page.locator(".branch-name")).to_have_text(re.compile(r"edit \d+"))
+    expect(page.locator(".branch-name")).to_have_text("Five days, luxury budget.")
     # Its siblings under the first reply: main's message, the fork's message, and this one.
     expect(page.locator(f"#sib-{msg_id(page.locator('.thread .msg-user').nth(1))}")).to_contain_text("3/3")
 
@@ -182,7 +182,7 @@ def test_fanout_of_four_streams_side_by_side_and_joins(page, sim):
     expect(page.locator(".fanout-col")).to_have_count(4)
     # All four grow at the same time.
     page.wait_for_function(
-        "() => [...document.querySelectorAll('.fanout-col .msg-assistant .msg-body')]"
+        "() => [...document.querySelectorAll('.fanout-col .msg-assistant .msg-body:not([hidden])')]"
         ".filter(b => b.textContent.trim().split(/\\s+/).length >= 8).length === 4"
     )
     assert page.locator(".fanout-col .streaming").count() == 4, "all four still streaming together"

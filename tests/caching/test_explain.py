@@ -130,7 +130,7 @@ def test_growing_conversation_predicts_the_previous_prompt_floored_to_blocks():
         p = predict(rules=OPENAI, upcoming=upcoming, history=history, now=60.0 * n)
         if n == 0:
             assert p.expected_cached == 0 and p.reason_code == "first_request" and p.matched_turn is None
-            assert p.reason == f"First request under key {SESSION_KEY}: nothing was cached yet."
+            assert p.reason == "First request under this session's key: nothing was cached yet."
         else:
             previous = tokens(turns[n - 1])
             assert lcp(previous, tokens(messages)) == len(previous)  # the primer opens the reply
@@ -160,7 +160,7 @@ def test_no_key_is_its_own_bucket():
     p = predict(rules=OPENAI, upcoming=fp(T2, at=30, key=None), history=[fp(T1, at=0, key=None)])
     assert p.expected_cached == floor_block(len(tokens(T1)))
     p = predict(rules=OPENAI, upcoming=fp(T2, at=30, key=None), history=[fp(T1, at=0)])
-    assert p.expected_cached == 0 and p.reasons[0].text == "First request under key no key: nothing was cached yet."
+    assert p.expected_cached == 0 and p.reasons[0].text == "First request under no key: nothing was cached yet."
 
 
 def test_idle_boundary_is_the_surely_warm_300_seconds():
@@ -214,7 +214,7 @@ def test_burst_predicts_spill_over_from_the_sixteenth_request_on():
             assert p.expected_cached == floor_block(len(tokens(T2))), i
         else:
             assert p.expected_cached == 0 and p.reason_code == "spill_over", i
-            assert p.reason.startswith(f"{i + 1} requests on this key and prefix in the last minute (more than ~15)")
+            assert p.reason.startswith(f"{i + 1} requests on this session's key and this prefix in the last minute (more than ~15)")
         history.append(upcoming)
     # A minute after the burst the window is clear again.
     later = predict(rules=OPENAI, upcoming=fp(T3, at=100 + 38 + 60.0), history=history)
@@ -281,7 +281,8 @@ def explain_at(turn, history, actual, *, rules=OPENAI, **kw) -> Explanation:
 def test_first_request():
     e = explain_at(fp(T1, at=0), [], 0)
     assert codes(e) == ["first_request"] and e.hit_class == "miss" and e.expected == 0
-    assert e.summary == f"First request under key {SESSION_KEY}: nothing was cached yet."
+    assert e.summary == "First request under this session's key: nothing was cached yet."
+    assert e.reasons[0].details["key"] == SESSION_KEY  # the raw key: for the details line only
 
 
 def test_short_prompt():
@@ -385,7 +386,7 @@ def test_key_changed_when_the_scope_switched():
     assert codes(e) == ["first_request", "key_changed"] and e.hit_class == "miss"
     would = floor_block(len(tokens(T1)))
     assert e.reasons[1].text == (
-        f"The key changed from {SESSION_KEY} to {USER_KEY} (scope switched from session to user): the cache is routed by key, "
+        "The key changed from this session's key to your user key (scope switched from session to user): the cache is routed by key, "
         f"so the {would:,} tokens cached under the old key could not be used."
     )
 
@@ -393,12 +394,14 @@ def test_key_changed_when_the_scope_switched():
 def test_idle_past_the_lifetime():
     e = explain_at(fp(T2, at=14 * 60), [fp(T1, at=0)], 0)
     assert codes(e) == ["idle"] and e.hit_class == "miss"
-    assert e.summary == "The key was idle for 14 min, longer than the cache lifetime (5–10 min)."
+    assert e.summary == "This session's key was idle for 14 min, longer than the cache lifetime (5–10 min)."
     assert e.reasons[0].would_have == floor_block(len(tokens(T1)))
     # When the key was used meanwhile for something else, the sentence says so.
     other = conversation("hello", system="A completely different assistant. " * 200)
     e = explain_at(fp(T2, at=14 * 60), [fp(T1, at=0), fp(other, at=13 * 60)], 0)
-    assert e.summary == "This prefix was last used 14 min ago (the key itself 60 s ago), longer than the cache lifetime (5–10 min)."
+    assert e.summary == (
+        "This prefix was last used 14 min ago (this session's key was last used 60 s ago), longer than the cache lifetime (5–10 min)."
+    )
 
 
 def test_idle_but_the_provider_kept_it_warm_says_provider_more():
@@ -413,7 +416,7 @@ def test_spill_over_in_a_burst_of_20():
     e = explain_at(turn, history, 0)
     assert codes(e) == ["spill_over"] and e.hit_class == "miss"
     assert e.summary == (
-        "20 requests on this key and prefix in the last minute (more than ~15): extra requests spill over to other machines, "
+        "20 requests on this session's key and this prefix in the last minute (more than ~15): extra requests spill over to other machines, "
         "which start cold."
     )
 

@@ -137,7 +137,7 @@ def test_every_prediction_matches_the_simulator_and_every_reason_appears(sim):
         assert seen[0] == [] and all(c == [] for c in seen[1:14])
         # The request after the idle gap shares the key and first 256 tokens: it counts too.
         assert seen[14] == ["spill_over"] and all(c == ["spill_over"] for c in seen[15:]), seen
-        assert e.summary.startswith("21 requests on this key and prefix in the last minute (more than ~15)")
+        assert e.summary.startswith("21 requests on this session's key and this prefix in the last minute (more than ~15)")
 
         # A short prompt.
         short = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": words(40)}]

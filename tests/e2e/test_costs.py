@@ -76,7 +76,7 @@ def test_none_scope_warns(app, sim):
     user = new_user(app)
     sid, bid = user.new_session(provider="simulator", cache_scope="none")
     reply = turn(user, sid, bid, "hi")
-    assert "(none sent)" in reply.html and "shares cache routing" in reply.html
+    assert "<dt>cache key</dt><dd>no key" in reply.html and "shares cache routing" in reply.html
 
 
 @pytest.mark.parametrize(
@@ -123,7 +123,7 @@ def test_turn_money_arrives_live_without_reload(app, sim):
     frames = asyncio.run(run())
     final = frames[-1]
     assert 'hx-swap-oob="true"' in final
-    assert "<dt>cached</dt>" in final and "<dt>saved</dt>" in final and "<dt>prompt_cache_key</dt>" in final
+    assert "<dt>cached</dt>" in final and "<dt>saved</dt>" in final and "<dt>cache key</dt>" in final and "<summary>details</summary>prompt_cache_key <code>" in final
     assert "Session cost" in final and "<dt>requests</dt><dd>2</dd>" in final
 
 

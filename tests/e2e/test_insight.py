@@ -2,7 +2,6 @@
 composer predicts the next request's cached tokens (issue: predicted hits and why a turn missed)."""
 
 import re
-import time
 
 import pytest
 

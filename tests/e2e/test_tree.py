@@ -99,13 +99,22 @@ def test_fork_at_several_depths_shares_the_prefix_and_copies_nothing(app, user, 
     for depth in (0, 3, 5):
         forks[depth] = fork(user, session_id, main_thread[depth][0], main)
         shown = thread(user.page(session_id, forks[depth]))
-        assert shown == main_thread[: depth + 1], f"the fork at #{depth + 1} shows exactly the path up to it"
+        # At a reply, the fork shows the path up to it; at one of the user's own messages, up to
+        # just above it (the message waits in the composer: tests/e2e/test_session_list.py).
+        upto = depth + 1 if main_thread[depth][1] == "assistant" else depth
+        assert shown == main_thread[:upto], f"the fork at #{depth + 1} shows exactly the path up to it"
     messages_after, branches_after, _ = counts(app, session_id)
     assert messages_after == before[0], "forking copies no message"
     assert branches_after == before[1] + 3
 
+    # Named in words from the message each starts at: at a reply, after its question.
+    names = {d: re.search(r'<strong class="branch-name">([^<]*)</strong>', user.page(session_id, b)).group(1) for d, b in forks.items()}
+    assert names == {0: "one", 3: "after: two", 5: "after: three"}, names
+
     # Continue the shallow fork: it diverges from main, which does not change.
     say(user, session_id, forks[3], "four on a fork")
+    # Its first message names it (a name the user chose would be kept).
+    assert re.search(r'<strong class="branch-name">four on a fork</strong>', user.page(session_id, forks[3]))
     assert [t for _, _, t in thread(user.page(session_id, forks[3]))] == ["one", "one", "two", "two", "four on a fork", "four on a fork"]
     main_page = user.page(session_id, main)
     assert thread(main_page) == main_thread
@@ -144,7 +153,8 @@ def test_edit_and_resend_makes_a_sibling_branch_and_leaves_the_original(app, use
     main_page = user.page(session_id, main)
     assert thread(main_page) == original, "the original branch is unchanged"
     assert sibling_positions(main_page)[second_id] == "1/2"
-    assert re.search(r'<strong class="branch-name">edit \d+</strong>', page)
+    # Named after the message it starts at, not "edit 2".
+    assert re.search(r'<strong class="branch-name">second, edited</strong>', page)
     # An empty edit is refused with the form and its error, nothing created.
     before = counts(app, session_id)
     resp = user.post(f"/sessions/{session_id}/m/{second_id}/edit/", {"content": "  "})
@@ -206,7 +216,7 @@ def test_rename_and_tree_view_and_node_links(app, user, sim):
     all_ids = [r[0] for r in app.query("SELECT id FROM chat_message WHERE session_id = %s ORDER BY id", (session_id,))]
     assert sorted(node_ids) == all_ids and len(node_ids) == 7
     assert node_ids[:2] == [u1, a1], "depth-first from the root"
-    assert re.search(rf'class="head-tag open" href="/sessions/{session_id}/b/{side}/">fork \d+', page), "the open branch is marked"
+    assert re.search(rf'class="head-tag open" href="/sessions/{session_id}/b/{side}/">gamma<', page), "the open branch is marked"
     assert f'class="head-tag" href="/sessions/{session_id}/b/{main}/">trunk &lt;b&gt;<' in page
     assert len(re.findall(r"<circle ", page)) == 7 and len(re.findall(r"<path ", page)) == 6
     # Clicking a node on a branch opens a branch that shows it.
@@ -410,14 +420,14 @@ def test_return_to_parent_brings_the_final_answer_back_quoted(app, user, sim):
     main_page = user.wait_idle(session_id, main)
     last = messages(main_page)[-1]
     assert last.role == "user" and last.status == "done"
-    assert last.body.startswith("Result from branch “fork ")
+    assert last.body.startswith("Result from branch “the <sub> question”")  # named after its first message
     assert "> the <sub> question" in last.body
     assert "the &lt;sub&gt; question" in last.html, "the quoted answer is escaped text"
     assert f'href="/sessions/{session_id}/b/{child}/"' in last.html
     assert len(chat_requests(sim)) == requests_before, "returning does not start a reply"
     # The parent continues with the result in its context.
     say(user, session_id, main, "now combine")
-    assert sent_messages(chat_requests(sim)[-1])[-2][1].startswith("Result from branch “fork ")
+    assert sent_messages(chat_requests(sim)[-1])[-2][1].startswith("Result from branch “the <sub> question”")
     # A branch without a parent cannot return.
     assert user.post(f"/sessions/{session_id}/b/{main}/return/").status_code == 409
 
@@ -528,3 +538,17 @@ def test_a_long_branch_page_shows_a_window_and_loads_earlier_windows(app, user, 
     around = [m for m, _, _ in thread(resp.text)]
     assert ids[20] in around and around[:100] == ids[10:110]
     assert _earlier_urls(resp.text)[1].endswith(f"?after={ids[109]}")
+
+
+def test_fanout_page_renders_its_headers_markdown_and_names_columns_by_prompt(app, user, sim):
+    sim.configure(reply_mode="echo")
+    session_id, main = user.new_session(provider="simulator")
+    say(user, session_id, main, "Compare **Lisbon** and `Porto` <script>x()</script>")
+    origin = thread(user.page(session_id, main))[-1][0]
+    url = _redirect(fanout(user, session_id, origin, ["Which is cheaper?", "Which has better food?"], branch_id=main, join=False))
+    page = user.get(url).text
+    header = re.search(r'<blockquote class="fanout-origin">(.*?)</blockquote>', page, re.DOTALL).group(1)
+    assert "<strong>Lisbon</strong>" in header and "<code>Porto</code>" in header, header
+    assert "<script>" not in header, "rendered through the sanitizer"
+    names = [htmllib.unescape(n) for n in re.findall(r'<h2><a href="[^"]+">([^<]+)</a></h2>', page)]
+    assert names == ["Which is cheaper?", "Which has better food?"]

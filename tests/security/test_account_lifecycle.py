@@ -36,6 +36,7 @@ from playground.accounts.models import Invitation
 from playground.accounts.redact import RedactResetTokens
 from playground.chat import outbox
 from playground.chat.models import Branch, Budget, ChatSession, DeletedSpend, FanOut, Message, Turn
+from playground.lab.models import LabRun
 from playground.providers.models import ApiKey
 from playground.providers.selectors import EPHEMERAL_CACHE_PREFIX, SESSION_KEYS
 
@@ -247,6 +248,7 @@ def _world(user, *, ref: str) -> dict:
     Branch.objects.create(session=chat, name="fan-out 1.1", head=answer, forked_from=answer, parent_branch=branch, fanout=fanout)
     Budget.objects.create(user=user, provider="simulator", daily_cap=Decimal("1.00"))
     DeletedSpend.objects.create(user=user, provider="simulator", created_at=timezone.now(), amount=Decimal("0.25"))
+    LabRun.objects.create(owner=user, session=chat, status=LabRun.Status.RUNNING)  # a live A/B going on
     ApiKey.objects.create(user=user, provider="openai", ciphertext="not-a-real-token", mask="sk-...0000")
     LogEntry.objects.create(user=user, object_repr="x", action_flag=ADDITION)
     user.groups.add(Group.objects.get_or_create(name="testers")[0])

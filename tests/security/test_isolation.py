@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from channels.db import database_sync_to_async
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from cryptography.fernet import Fernet
@@ -19,6 +18,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from playground.chat.models import Branch, Budget, ChatSession, FanOut, Message, Turn
 from playground.chat.routing import websocket_urlpatterns
+from playground.lab.models import LabRun
 from playground.providers import crypto
 from playground.providers.models import ApiKey
 
@@ -60,12 +60,14 @@ def world(db, settings, django_user_model):
     Branch.objects.create(session=chat, name="fan-out 1.1", head=answer, forked_from=answer, parent_branch=branch)
     Budget.objects.create(user=owner, provider="simulator", daily_cap="1.00")
     ApiKey.objects.create(user=owner, provider="simulator", ciphertext=crypto.encrypt(SECRET_KEY_TEXT), mask="sk-...a1b2")
+    run = LabRun.objects.create(owner=owner, session=chat, status=LabRun.Status.RUNNING)
     ids = {
         "session_id": chat.pk,
         "branch_id": branch.pk,
         "message_id": answer.pk,
         "turn_id": turn.pk,
         "fanout_id": fanout.pk,
+        "run_id": run.pk,
         "provider_slug": "simulator",
         "fmt": "json",
         "uidb64": "MQ",  # a reset link for user 1, with a token that is not its own
@@ -94,7 +96,7 @@ def concrete(pattern, ids) -> str:
 def snapshot(owner):
     """Everything of the owner's that a request could change."""
     return (
-        list(ChatSession.objects.filter(owner=owner).values_list("id", "title", "provider", "model", "system_prompt", "cache_scope")),
+        list(ChatSession.objects.filter(owner=owner).values_list("id", "title", "provider", "model", "system_prompt", "cache_scope", "deleted_at")),
         list(Branch.objects.filter(session__owner=owner).values_list("id", "name", "head_id")),
         list(FanOut.objects.filter(session__owner=owner).values_list("id", "name", "joined_at", "join_message_id")),
         list(Message.objects.filter(session__owner=owner).values_list("id", "content", "status", "parent_id")),
@@ -145,9 +147,9 @@ def test_admin_is_staff_only(client, world):
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("route", [str(r.pattern) for r in websocket_urlpatterns])
 def test_websockets_refuse_other_users_and_anonymous(world, route):
-    from django.contrib.auth.models import AnonymousUser
-
     import re
+
+    from django.contrib.auth.models import AnonymousUser
 
     path = "/" + re.sub(r"<int:(\w+)>", lambda m: str(world["ids"][m.group(1)]), route)
     app = URLRouter(websocket_urlpatterns)

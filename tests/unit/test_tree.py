@@ -56,7 +56,12 @@ def test_fork_and_path_cost_the_same_at_depth_10_and_10000(chat, owner):
     fork_shallow_queries, shallow_branch = _count(lambda: branching.branch_fork(session=chat, message=shallow, user=owner))
     fork_deep_queries, deep_branch = _count(lambda: branching.branch_fork(session=chat, message=deep, user=owner))
     print(f"\nfork queries: depth 10 = {fork_shallow_queries}, depth 10,000 = {fork_deep_queries}")
-    assert fork_shallow_queries == fork_deep_queries == 2  # COUNT for the default name, one INSERT
+    assert fork_shallow_queries == fork_deep_queries == 1  # one INSERT: named after the user message's own words
+    assert deep_branch.name == "m10000"
+    # At a reply: one read of the question it answers (for the name), one INSERT; at any depth.
+    at_reply = [_count(lambda m=m: branching.branch_fork(session=chat, message=m, user=owner))[0]
+                for m in Message.objects.filter(pk__in=[ids[11], ids[9_999]])]
+    assert at_reply == [2, 2]
     assert deep_branch.head_id == deep.pk and deep_branch.forked_from_id == deep.pk
     assert Message.objects.filter(session=chat).count() == 10_001, "a fork copies nothing"
 
@@ -123,7 +128,8 @@ def test_branch_showing_prefers_the_most_recent_branch_containing_the_node(chat,
     orphan = _msg(chat, u1, "assistant", "unreached")
     assert selectors.branch_showing(session=chat, message_id=orphan.id) is None
     opened = branching.branch_open_at(session=chat, message=orphan, user=owner)
-    assert opened.head_id == orphan.id and opened.name.startswith("fork ")
+    # Named in words after the question the reply answers, not "fork 3 (from #2)".
+    assert opened.head_id == orphan.id and opened.name == "after: q"
 
 
 def test_tree_layout_lanes_rows_and_open_path(chat, owner):
@@ -283,3 +289,39 @@ def test_join_now_while_pending_joins_with_what_finished(chat, owner, django_cap
     fanout.refresh_from_db()
     with pytest.raises(ChatError, match="already joined"):
         branching.fanout_join_request(fanout=fanout, user=owner)
+
+
+def test_branch_names_are_words_from_the_message_they_start_at(chat, owner):
+    main = chat.branches.get()
+    u1 = _msg(chat, None, "user", "Plan   a trip\nto Lisbon for three days in the spring, please", main)
+    a1 = _msg(chat, u1, "assistant", "Day one: Alfama.", main)
+    assert branching.words_of(u1.content) == "Plan a trip to Lisbon for three days in…"
+    assert len(branching.words_of("x" * 200)) == branching.LABEL_CHARS + 1  # no space to cut at: cut hard, "…"
+    fork = branching.branch_fork(session=chat, message=a1, user=owner)
+    assert fork.name == "after: Plan a trip to Lisbon for three…"
+    # Its first message names it; a later one does not, nor does a name the user chose.
+    assert branching.name_after_first_send(branch=fork, head=a1, content="Make it Porto instead.")
+    assert fork.name == "Make it Porto instead."
+    assert not branching.name_after_first_send(branch=fork, head=a1, content="And Braga?")
+    chosen = branching.branch_fork(session=chat, message=a1, user=owner, name="my plan")
+    assert not branching.name_after_first_send(branch=chosen, head=a1, content="Porto") and chosen.name == "my plan"
+    # At your own message: the branch is named after that message (the draft it opens with).
+    at_own, draft = branching.message_fork(session=chat, message=u1, user=owner)
+    assert draft == u1 and at_own.name == "Plan a trip to Lisbon for three days in…"
+
+
+def test_fanout_status_reread_shows_a_join_that_ended_before_the_socket(chat, owner, client):
+    """A fan-out page that rendered "Join pending" re-reads its status once its socket opens:
+    a join that ended in between sent its frame to nobody."""
+    main = chat.branches.get()
+    u1 = _msg(chat, None, "user", "q", main)
+    a1 = _msg(chat, u1, "assistant", "a", main)
+    fanout = FanOut.objects.create(session=chat, parent_branch=main, origin=a1, join=True, name="fan-out 2")
+    client.force_login(owner)
+    url = f"/sessions/{chat.pk}/fanout/{fanout.pk}/status/"
+    page = client.get(f"/sessions/{chat.pk}/fanout/{fanout.pk}/").content.decode()
+    assert "Join pending" in page and f'data-status-url="{url}"' in page
+    joined = _msg(chat, a1, "user", "all answers", main)
+    FanOut.objects.filter(pk=fanout.pk).update(join_message=joined)
+    status = client.get(url).content.decode()
+    assert 'hx-swap-oob="true"' in status and "Joined:" in status and "data-status-url" not in status
