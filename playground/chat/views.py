@@ -265,6 +265,7 @@ def session_settings(request, session_id: int):
         "saved": saved,
         "warning": warning,
         "scope": SCOPE_BY_VALUE.get(chat.cache_scope),
+        "provider": providers().get(chat.provider),
         "retention_note": retention_explanation(chat.model),
     }
     if request.htmx:

@@ -1,7 +1,7 @@
 // The colour theme: "system" (follow prefers-color-scheme), "light" or "dark".
 // Loaded in <head> WITHOUT defer, before the stylesheets, so the data-theme attribute is on
 // <html> before the first paint: no flash of the wrong theme. (The CSP forbids inline
-// scripts, hence this tiny file.) app.css defines its colours for both themes:
+// scripts, hence this tiny file.) app.css writes each colour as light-dark(); color-scheme picks the half:
 // html[data-theme=light|dark] forces one, no attribute follows the system setting.
 // The choice lives in localStorage, so it holds across pages and reloads and needs no
 // server round trip; the top bar's <select data-theme-select> changes it.

@@ -50,6 +50,7 @@ def _picker(page: Page, moment: str) -> None:
     settings.get_by_role("button", name="Save settings").click()
     expect(page.locator("#settings .ok")).to_have_text("Saved")
     expect(page.locator("#settings select[name=model]")).to_have_value("gpt-4.1-mini")
+    expect(page.locator(".conv-meta")).to_contain_text("gpt-4.1-mini")  # the header, without a reload
     expect(page.locator("#settings .model-details")).to_contain_text(
         "$0.40 in, $0.10 cached, $1.60 out per 1M"
     )
