@@ -11,7 +11,9 @@ from tests.browser.helpers import open_settings, ready_user, send, wait_finished
 LONG = " ".join(f"Fact {i}: the number {i} squared is {i * i}." for i in range(150))
 
 
-def test_the_lab_is_one_click_from_a_session_and_fits_a_phone(page, sim):
+def _open_the_lab_of_two_long_turns(page, sim) -> None:
+    """A new user's session of two turns under a long system prompt (so the cache has a
+    prefix to hit), then one click from its cost panel to the Lab."""
     sim.configure(reply_tokens=6)
     ready_user(page)
     settings = open_settings(page)
@@ -21,8 +23,11 @@ def test_the_lab_is_one_click_from_a_session_and_fits_a_phone(page, sim):
     for text in ("one", "two"):
         _, assistant = send(page, text)
         wait_finished(assistant)
-
     page.get_by_role("link", name="Key-strategy lab").click()
+
+
+def test_the_lab_is_one_click_from_a_session_and_fits_a_phone(page, sim):
+    _open_the_lab_of_two_long_turns(page, sim)
 
     expect(page.get_by_role("heading", name="Key-strategy lab")).to_be_visible()
     used = page.locator("#lab-table tr.used")
@@ -42,16 +47,7 @@ def test_the_lab_is_one_click_from_a_session_and_fits_a_phone(page, sim):
 
 
 def test_a_live_ab_from_the_lab_estimates_confirms_and_lands_measured_next_to_predicted(page, sim):
-    sim.configure(reply_tokens=6)
-    ready_user(page)
-    settings = open_settings(page)
-    settings.locator("textarea[name=system_prompt]").fill(LONG)
-    settings.get_by_role("button", name="Save settings").click()
-    expect(page.locator("#settings .ok")).to_have_text("Saved")
-    for text in ("one", "two"):
-        _, assistant = send(page, text)
-        wait_finished(assistant)
-    page.get_by_role("link", name="Key-strategy lab").click()
+    _open_the_lab_of_two_long_turns(page, sim)
 
     live = page.locator("#lab-live")
     expect(live.get_by_role("heading", name="Live A/B")).to_be_visible()

@@ -8,6 +8,7 @@ import html
 import re
 
 from playground.simulator import models as sim_models
+from tests.harness.client import SETTINGS_FORM as SETTINGS_FIELDS
 
 SETTINGS_FORM = re.compile(r'<form id="settings".*?</form>', re.DOTALL)
 
@@ -25,18 +26,7 @@ def model_options(page: str) -> dict[str, str]:
 
 
 def settings_form(**changes) -> dict:
-    form = {
-        "title": "Trip planning",
-        "provider": "simulator",
-        "model": "gpt-4o-mini",
-        "api": "chat",
-        "system_prompt": "",
-        "temperature": "",
-        "max_output_tokens": "",
-        "reasoning_effort": "",
-        "cache_scope": "session",
-    }
-    return form | changes
+    return SETTINGS_FIELDS | {"title": "Trip planning"} | changes
 
 
 def models_listed(sim) -> int:

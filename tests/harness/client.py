@@ -15,6 +15,20 @@ from .servers import AppServer
 PASSWORD = "correct-horse-battery-9"
 
 
+# The session settings drawer's fields, as a new session has them (tests change what they need).
+SETTINGS_FORM = {
+    "title": "Test session",
+    "provider": "simulator",
+    "model": "gpt-4o-mini",
+    "api": "chat",
+    "system_prompt": "",
+    "temperature": "",
+    "max_output_tokens": "",
+    "reasoning_effort": "",
+    "cache_scope": "session",
+}
+
+
 class UserClient:
     def __init__(self, server: AppServer, username: str | None = None):
         self.server = server
@@ -63,17 +77,7 @@ class UserClient:
 
     def update_settings(self, session_id: int, **changes) -> httpx.Response:
         page = self.get(f"/sessions/{session_id}/b/{self.branch_of(session_id)}/").text
-        form = {
-            "title": "Test session",
-            "provider": "simulator",
-            "model": "gpt-4o-mini",
-            "api": "chat",
-            "system_prompt": "",
-            "temperature": "",
-            "max_output_tokens": "",
-            "reasoning_effort": "",
-            "cache_scope": "session",
-        }
+        form = dict(SETTINGS_FORM)
         current_title = re.search(r'name="title" value="([^"]*)"', page)
         if current_title:
             form["title"] = current_title.group(1)
