@@ -34,9 +34,32 @@ def _csv_ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+# Issue 19's runs: N=1 and 5 at one instant, 50 and 200 spread over 1 s (the targets), then 200
+# at one instant (the stress figure, last so its backlog cannot touch the others).
+ISSUE19_RUNS = "1,5,50@1,200@1,200"
+
+
+def _relay_runs(text: str, spread: float) -> list[tuple[int, float]]:
+    """'1,50@1,200' -> [(1, spread), (50, 1.0), (200, spread)]: N, and the seconds its sends
+    are spread over (N@S; without @, --spread). One send has nothing to spread: N=1 is always 0."""
+    runs = []
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        n, _, s = item.partition("@")
+        runs.append((int(n), float(s) if s else spread))
+    return [(n, s if n > 1 else 0.0) for n, s in runs]
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    p.add_argument("--n", default="1,50,200", help="concurrent users per relay run, comma-separated (default 1,50,200)")
+    p.add_argument("--n", default="1,50,200",
+                   help="concurrent users per relay run, comma-separated; N@S spreads that run's sends over S seconds (default 1,50,200)")
+    p.add_argument("--spread", type=float, default=0.0,
+                   help="seconds over which a relay run's N sends start, evenly (default 0: all at once); N@S in --n overrides")
+    p.add_argument("--repeat-small", type=int, default=None,
+                   help=f"run each N <= {SMALL_N} this many times and keep the run with the median added TTFT "
+                        "(default 1; 5 with --issue19)")
+    p.add_argument("--issue19", action="store_true",
+                   help=f"issue 19's targets: production relay only, --n {ISSUE19_RUNS}")
     p.add_argument("--modes", default="embedded,production", help="embedded,production (default both)")
     p.add_argument("--tokens", type=int, default=400, help="tokens per reply (default 400)")
     p.add_argument("--rate", type=float, default=50.0, help="tokens/s per stream from the wire server (default 50)")
@@ -63,6 +86,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--strict", action="store_true", help="exit 1 if any token was lost, duplicated or reordered")
     p.add_argument("--keep", action="store_true", help="keep the app's temporary work dirs (logs)")
     a = p.parse_args(argv)
+    a.repeat_small = a.repeat_small or (5 if a.issue19 else 1)
+    if a.issue19:
+        a.n = ISSUE19_RUNS if a.n == "1,50,200" else a.n
+        a.modes = "production" if a.modes == "embedded,production" else a.modes
+        a.only = "relay" if a.only == "relay,micro,tree,page" else a.only
     if a.quick:
         if a.n == "1,50,200":
             a.n = "1,5"
@@ -74,7 +102,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.tree_depths = _csv_ints(a.tree_depths or "10,1000,10000")
     a.tree_sizes = _csv_ints(a.tree_sizes or "200,2000")
     a.page_loads = a.page_loads or 5
-    a.ns = _csv_ints(a.n)
+    a.runs = _relay_runs(a.n, a.spread)
+    a.ns = [n for n, _ in a.runs]
     a.mode_list = [m.strip() for m in a.modes.split(",") if m.strip()]
     for m in a.mode_list:
         if m not in ("embedded", "production"):
@@ -82,9 +111,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.per_mode_n = {}
     for part in filter(None, a.relay_modes_n.split(";")):
         mode, _, ns = part.partition("=")
-        a.per_mode_n[mode.strip()] = _csv_ints(ns)
+        a.per_mode_n[mode.strip()] = _relay_runs(ns, a.spread)
     a.parts = {x.strip() for x in a.only.split(",") if x.strip()}
-    largest = max([*a.ns, *[n for ns in a.per_mode_n.values() for n in ns]])
+    largest = max(n for runs in (a.runs, *a.per_mode_n.values()) for n, _ in runs)
     a.concurrency = max(64, largest) if a.worker_concurrency == "auto" else int(a.worker_concurrency)
     if a.timeout is None:
         a.timeout = 30 + 10 * (a.first_token_delay + a.tokens / a.rate)
@@ -163,7 +192,29 @@ class Profilers:
                 self.summary[name]["py_spy_output"] = log[-500:]
 
 
-def relay_once(a, server, sim, mode: str, n: int, *, profile: bool = False, warmup: bool = False) -> dict:
+SMALL_N = 5  # runs this small are over in a second: one sample of their TTFT is mostly noise
+
+
+def _ttft_diff(run: dict) -> float:
+    return run.get("ratios", {}).get("ttft_added_p50_minus_baseline_ms", float("inf"))
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """Of repeated runs of one N, the one whose added TTFT (app - baseline) is the median,
+    whole (its figures stay one run's), with every repeat's difference beside it; except its
+    lost, duplicated and reordered counts, which are the totals of all the repeats (a token
+    lost in any run must show)."""
+    if len(runs) == 1:
+        return runs[0]
+    ordered = sorted(runs, key=_ttft_diff)
+    median = ordered[(len(ordered) - 1) // 2]
+    median["repeats"] = {"count": len(runs), "ttft_added_p50_minus_baseline_ms": [_ttft_diff(r) for r in runs]}
+    for counter in ("lost", "duplicated", "reordered"):
+        median["app"][counter] = sum(r["app"][counter] for r in runs)
+    return median
+
+
+def relay_once(a, server, sim, mode: str, n: int, *, spread: float = 0.0, profile: bool = False, warmup: bool = False) -> dict:
     tokens = 5 if warmup else a.tokens
     tag = f"{mode[0]}{n}{secrets.token_hex(3)}"
     t = time.time()
@@ -173,11 +224,11 @@ def relay_once(a, server, sim, mode: str, n: int, *, profile: bool = False, warm
     sim.control("DELETE", "/requests")
     run_id = secrets.token_hex(4)
     profilers = Profilers(pids, RESULTS / f"{a.name}-profiles", f"{mode}-n{n}") if profile else None
-    out: dict = {"n": n, "setup_s": setup_s, "loadavg_before": procs.loadavg()}
+    out: dict = {"n": n, "spread_s": spread, "setup_s": setup_s, "loadavg_before": procs.loadavg()}
     counters_before = app_counters(server)
     streams, info = run_async(
         relay.run_app(base_url=server.base_url, users=users, run_id=run_id, timeout=a.timeout, pids=pids, profilers=profilers,
-                      db_url=server.database_url or None),
+                      db_url=server.database_url or None, spread=spread),
         a.no_uvloop,
     )
     run_async(relay.attach_emissions(sim.url, streams, run_id), a.no_uvloop)
@@ -185,7 +236,7 @@ def relay_once(a, server, sim, mode: str, n: int, *, profile: bool = False, warm
     if gone:
         info["app_process_exited_during_run"] = gone  # a negative code is the signal that ended it
     info["drain_s"] = wait_idle(server) if not gone else None
-    out["app"] = relay.analyze(streams, tokens=tokens, rate=a.rate, first_token_delay=a.first_token_delay)
+    out["app"] = relay.analyze(streams, tokens=tokens, rate=a.rate, first_token_delay=a.first_token_delay, spread=spread)
     if counters_before:
         time.sleep(1.0)  # PostgreSQL publishes its statistics about once a second
         out["app_server_counters"] = counters_delta(counters_before, app_counters(server), out["app"]["tokens_delivered"])
@@ -207,17 +258,21 @@ def relay_once(a, server, sim, mode: str, n: int, *, profile: bool = False, warm
     delivered = max(out["app"]["tokens_delivered"], 1)
     out["app_cpu_ms_per_token"] = {k: round(1000 * cpu[k] / delivered, 3) for k in ("web", "worker", "simulator", "bench_client",
                                                                                "redis-server", "postgres") if k in cpu}
+    # Issue 19's budget counts the app's own processes; `all` adds the simulator and this client.
+    for key, names in (("app_processes", report.APP_PROCESSES), ("all", report.APP_PROCESSES + ("simulator", "bench_client"))):
+        out["app_cpu_ms_per_token"][key] = round(1000 * sum(cpu.get(k, 0.0) for k in names) / delivered, 3)
     sim.control("DELETE", "/requests")
     if not a.no_baseline and not (profile and not a.profile_inline):
         time.sleep(1.0)
         model = users[0].get("model", "gpt-4o-mini")
         b_streams, b_info = run_async(
             relay.run_baseline(sim_base_url=sim.base_url, n=n, model=model, run_id=run_id + "b", timeout=a.timeout,
-                               pids={"simulator": sim.pid}),
+                               pids={"simulator": sim.pid}, spread=spread),
             a.no_uvloop,
         )
         run_async(relay.attach_emissions(sim.url, b_streams, run_id + "b"), a.no_uvloop)
-        out["baseline"] = relay.analyze(b_streams, tokens=tokens, rate=a.rate, first_token_delay=a.first_token_delay)
+        out["baseline"] = relay.analyze(b_streams, tokens=tokens, rate=a.rate, first_token_delay=a.first_token_delay,
+                                        spread=spread)
         out["baseline_run"] = b_info
         btok = max(out["baseline"]["tokens_delivered"], 1)
         out["baseline_cpu_ms_per_token"] = {k: round(1000 * b_info["cpu_s"][k] / btok, 3) for k in ("simulator", "bench_client")}
@@ -322,15 +377,17 @@ def warm_up(a, server, sim, mode: str) -> dict:
         sim.configure(reply_tokens=a.tokens)
 
 
-def print_relay_line(mode, n, r):
+def print_relay_line(mode, key, r):
     app = r["app"]
-    line = (f"  {mode} N={n}: TTFT+ p50 {app['ttft_added_ms'].get('p50')} ms p99 {app['ttft_added_ms'].get('p99')} ms, "
+    line = (f"  {mode} N={key}: TTFT+ p50 {app['ttft_added_ms'].get('p50')} ms p99 {app['ttft_added_ms'].get('p99')} ms, "
             f"lag p50 {app['lag_ms'].get('p50')} p99 {app['lag_ms'].get('p99')} ms, {app['tokens_per_s']} tok/s, "
             f"lost/dup/reord {app['lost']}/{app['duplicated']}/{app['reordered']}")
     if "baseline" in r:
         b = r["baseline"]
         line += (f" | baseline TTFT+ p50 {b['ttft_added_ms'].get('p50')} lag p99 {b['lag_ms'].get('p99')} "
                  f"{b['tokens_per_s']} tok/s | ratio {r['ratios']['tokens_per_s']}")
+    if "repeats" in r:
+        line += f" | median of {r['repeats']['count']}: app - baseline {r['repeats']['ttft_added_p50_minus_baseline_ms']} ms"
     print(line, flush=True)
 
 
@@ -357,7 +414,9 @@ def main(argv=None) -> int:
         "machine": machine_info(),
         "git": git_info(),
         "config": {
-            "n": a.ns, "per_mode_n": a.per_mode_n, "modes": a.mode_list, "tokens": a.tokens, "rate_tps": a.rate,
+            "n": a.ns, "spread_s": a.spread, "issue19": a.issue19, "repeat_small": a.repeat_small,
+            "relay_runs": {m: [report.run_key(n, s) for n, s in a.per_mode_n.get(m, a.runs)] for m in a.mode_list},
+            "modes": a.mode_list, "tokens": a.tokens, "rate_tps": a.rate,
             "first_token_delay_s": a.first_token_delay, "quick": a.quick, "only": sorted(a.parts),
             "web_workers": a.web_workers, "worker_concurrency": a.concurrency, "worker_processes": a.worker_processes,
             "timeout_s": a.timeout,
@@ -388,26 +447,33 @@ def main(argv=None) -> int:
             try:
                 if "relay" in a.parts:
                     relay_out = mode_out.setdefault("relay", {})
-                    ns = a.per_mode_n.get(mode, a.ns)
+                    runs = a.per_mode_n.get(mode, a.runs)
+                    top = max(runs, key=lambda run: run[0]) if runs else None  # the profiled run: the largest N
                     mode_out["warmup"] = warm_up(a, server, sim, mode)
-                    for n in ns:
-                        print(f"[{mode}] relay N={n} ({a.tokens} tokens at {a.rate:g}/s)", flush=True)
+                    for n, spread in runs:
+                        key = report.run_key(n, spread)
+                        print(f"[{mode}] relay N={n} ({a.tokens} tokens at {a.rate:g}/s"
+                              + (f", sends spread over {spread:g} s" if spread else "") + ")", flush=True)
                         server = ensure_alive(server, mode_out, a, sim, mode, workdir)
                         try:
-                            relay_out[str(n)] = relay_once(a, server, sim, mode, n, profile=a.profile_inline and n == max(ns))
-                            print_relay_line(mode, n, relay_out[str(n)])
+                            relay_out[key] = _median_run([
+                                relay_once(a, server, sim, mode, n, spread=spread, profile=a.profile_inline and (n, spread) == top)
+                                for _ in range(a.repeat_small if n <= SMALL_N else 1)
+                            ])
+                            print_relay_line(mode, key, relay_out[key])
                         except Exception as exc:  # noqa: BLE001 - record and go on with the other runs
                             failed = True
-                            relay_out[str(n)] = _failure(exc)
+                            relay_out[key] = _failure(exc)
                             print(f"  FAILED: {exc}", flush=True)
-                    if a.profile and ns:
-                        n = max(ns)
-                        print(f"[{mode}] profiling run N={n} (py-spy; not used for the figures)", flush=True)
+                    if a.profile and top:
+                        n, spread = top
+                        key = report.run_key(n, spread)
+                        print(f"[{mode}] profiling run N={key} (py-spy; not used for the figures)", flush=True)
                         try:
-                            prof = relay_once(a, server, sim, mode, n, profile=True)
-                            relay_out.setdefault(str(n), {})["profile_run"] = prof
+                            prof = relay_once(a, server, sim, mode, n, spread=spread, profile=True)
+                            relay_out.setdefault(key, {})["profile_run"] = prof
                         except Exception as exc:  # noqa: BLE001
-                            relay_out.setdefault(str(n), {})["profile_run"] = _failure(exc)
+                            relay_out.setdefault(key, {})["profile_run"] = _failure(exc)
                             print(f"  profile FAILED: {exc}", flush=True)
                 for key, label, run in (
                     ("micro", "micro-benchmarks of the relay's steps",

@@ -1,8 +1,7 @@
 """Sampling profiles of the app's processes during a run (py-spy), summarized for the JSON.
 
-py-spy is not a project dependency: `--profile` needs it in the venv
-(`.venv/bin/pip install py-spy`). It samples with `--nonblocking` (the target is never
-paused), `--gil` (only the thread holding the GIL: where Python CPU time goes; waits on
+py-spy comes with the test extra (`make install-test`, which `make bench` runs). It
+samples with `--nonblocking` (the target is never paused), `--gil` (only the thread holding the GIL: where Python CPU time goes; waits on
 sockets, the database or locks are not counted) and `--threads` (each sample names its
 thread). So "pct" is the share of the process's Python CPU time, and `gil_s` the seconds.
 """
@@ -66,7 +65,7 @@ class Recorder:
         self.out = out
         exe = pyspy()
         if exe is None:
-            raise RuntimeError("py-spy is not installed: .venv/bin/pip install py-spy")
+            raise RuntimeError("py-spy is not installed: make install-test (the test extra has it)")
         self.rate = rate
         self.proc = subprocess.Popen(
             [exe, "record", "--nonblocking", "--gil", "--threads", "--subprocesses", "--format", "raw", "-r", str(rate),

@@ -61,6 +61,14 @@ def marker(run_id: str, index: int) -> str:
 # --- app side ---------------------------------------------------------------------------------
 
 
+async def wait_turn(t0: float, index: int, n: int, spread: float) -> None:
+    """Hold send `index` of `n` until t0 + index x spread / n: the sends arrive evenly over
+    `spread` seconds instead of in one instant (spread 0: all at t0). The app's run and the
+    baseline's use the same schedule, so their ratios compare like with like."""
+    if spread > 0:
+        await asyncio.sleep(max(0.0, t0 + index * spread / n - time.time()))
+
+
 def _ws_url(base_url: str, session_id: int) -> str:
     return base_url.replace("http://", "ws://") + f"/ws/sessions/{session_id}/"
 
@@ -147,8 +155,9 @@ async def _db_connections(db_url: str, peak: dict, stop: asyncio.Event) -> None:
 
 
 async def run_app(*, base_url: str, users: list[dict], run_id: str, timeout: float, pids: dict[str, int],
-                  profilers=None, db_url: str | None = None) -> tuple[list[Stream], dict]:
-    """Open every user's WebSocket, send all messages at once, read until every reply ended."""
+                  profilers=None, db_url: str | None = None, spread: float = 0.0) -> tuple[list[Stream], dict]:
+    """Open every user's WebSocket, send all messages at once (or evenly over `spread` seconds),
+    read until every reply ended."""
     import websockets
 
     streams = [Stream(i) for i in range(len(users))]
@@ -180,6 +189,7 @@ async def run_app(*, base_url: str, users: list[dict], run_id: str, timeout: flo
 
     async def send(i: int, user: dict) -> None:
         s = streams[i]
+        await wait_turn(t0, i, len(users), spread)
         s.t_send = time.time()
         try:
             resp = await clients[i].post(f"/sessions/{user['session_id']}/b/{user['branch_id']}/send/",
@@ -269,7 +279,7 @@ def _count(items) -> dict:
 
 
 async def run_baseline(*, sim_base_url: str, n: int, model: str, run_id: str, timeout: float,
-                       pids: dict[str, int]) -> tuple[list[Stream], dict]:
+                       pids: dict[str, int], spread: float = 0.0) -> tuple[list[Stream], dict]:
     import openai
 
     streams = [Stream(i) for i in range(n)]
@@ -279,6 +289,7 @@ async def run_baseline(*, sim_base_url: str, n: int, model: str, run_id: str, ti
     async def one(s: Stream) -> None:
         client = openai.AsyncOpenAI(api_key=f"sk-sim-baseline-{run_id}-{s.index}", base_url=sim_base_url, max_retries=0,
                                     timeout=httpx.Timeout(60.0, connect=10.0), http_client=pool)
+        await wait_turn(t0, s.index, n, spread)
         s.t_send = time.time()
         seq = 0
         try:
@@ -305,7 +316,7 @@ async def run_baseline(*, sim_base_url: str, n: int, model: str, run_id: str, ti
     cpu.start()
     t0 = time.time()
     tasks = [asyncio.create_task(one(s)) for s in streams]
-    done, pending = await asyncio.wait(tasks, timeout=timeout)
+    done, pending = await asyncio.wait(tasks, timeout=timeout + spread)  # the app's deadline starts after its last send
     for task in pending:
         task.cancel()
     t1 = time.time()
@@ -359,7 +370,7 @@ async def attach_emissions(sim_url: str, streams: list[Stream], run_id: str) -> 
 # --- the figures ------------------------------------------------------------------------------------
 
 
-def analyze(streams: list[Stream], *, tokens: int, rate: float, first_token_delay: float) -> dict:
+def analyze(streams: list[Stream], *, tokens: int, rate: float, first_token_delay: float, spread: float = 0.0) -> dict:
     lags, ttft, dispatch, first_relay, sim_lead, slips = [], [], [], [], [], []
     after_post: list[float] = []  # the POST answered -> its upstream request arrived: Celery and the job start
     per_stream_rate, completion, post_ms, tokens_per_frame = [], [], [], []
@@ -472,7 +483,8 @@ def analyze(streams: list[Stream], *, tokens: int, rate: float, first_token_dela
         elif s_.error and s_.error.startswith("POST failed"):
             post_failures["transport"] = post_failures.get("transport", 0) + 1
     window = (last_receipt - first_emission) if (last_receipt and first_emission) else None
-    ideal_window = (tokens - 1) / rate if rate else None
+    # Spread sends: the last stream starts spread x (n - 1) / n after the first.
+    ideal_window = (tokens - 1) / rate + spread * (len(streams) - 1) / max(len(streams), 1) if rate else None
     return {
         "streams": n,
         "streams_complete": n - incomplete_streams,

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import secrets
-import shlex
 import select
 import subprocess
 import sys
@@ -103,22 +102,10 @@ class Simulator:
 
 
 class BenchServer(harness.AppServer):
-    """The harness's AppServer, sized for load: see `start` for the worker count and pool."""
-
-    worker_processes: int = 1
-
-    def start_worker(self) -> None:
-        """One Celery worker process, as the harness starts it; or several (like a compose
-        `worker` service scaled to N), started together under one process group, so the
-        figures of "worker" are theirs summed (bench/procs.py counts descendants)."""
-        if self.worker_processes <= 1:
-            return super().start_worker()
-        commands = [
-            shlex.join(self.worker_argv(f"{self.worker_name}{self.port}-{i}", "--prefetch-multiplier", "1"))
-            for i in range(self.worker_processes)
-        ]
-        proc = self._spawn("worker", ["sh", "-c", " & ".join(commands) + " & wait"])
-        self.wait_worker_ready(proc, workers=self.worker_processes)
+    """The harness's AppServer, sized for load: see `start` for the worker count and pool.
+    Several worker processes run under one process group "worker" (the harness's
+    `start_worker`), so the figures of "worker" are theirs summed (bench/procs.py counts
+    descendants)."""
 
     def pids(self) -> dict[str, int]:
         return {name: proc.pid for name, proc in self.procs.items()}
@@ -163,9 +150,9 @@ def start(mode: str, *, simulator_url: str, web_workers: int = 1, worker_concurr
     )
     server = BenchServer(
         "production", workdir, env, database_url=env["DATABASE_URL"], web_workers=web_workers,
-        worker_concurrency=worker_concurrency, web_timeout=60.0, worker_timeout=90.0, worker_name="bench",
+        worker_concurrency=worker_concurrency, worker_processes=worker_processes, web_timeout=60.0, worker_timeout=90.0,
+        worker_name="bench",
     )
-    server.worker_processes = worker_processes
     try:
         server.manage("migrate", "--noinput", "-v0")
         server.manage("collectstatic", "--noinput", "-v0")

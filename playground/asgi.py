@@ -9,16 +9,19 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "playground.settings")
 
-from django.core.asgi import get_asgi_application  # noqa: E402
+import django  # noqa: E402
 
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # what get_asgi_application() does before building its handler
+
+from playground.http import HttpConcurrencyLimit, OneHopASGIHandler  # noqa: E402
+
+django_asgi_app = OneHopASGIHandler()  # Django's ASGI handler, middleware and view in one thread hop
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from playground.chat import dispatch  # noqa: E402
-from playground.http import HttpConcurrencyLimit  # noqa: E402
 from playground.chat.routing import websocket_urlpatterns  # noqa: E402
 
 application = dispatch.LoopBinding(

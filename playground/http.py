@@ -1,4 +1,16 @@
-"""How many HTTP requests one web process runs at once.
+"""HTTP in the web process: Django's request handling in one thread hop, and how many HTTP
+requests one process runs at once.
+
+**One hop.** Django's ASGI handler runs its middleware chain in async mode: every middleware
+written the classic way (all of Django's own) hops to a thread and back for its request
+part, its view part and its response part, and the view hops once more; with WhiteNoise
+(sync only) in the chain, the hops go loop -> thread -> loop -> thread. About twenty per
+request, each a thread wake-up that waits for the GIL while the loop relays WebSocket frames:
+a send spent 8-14 ms outside its view, more than half again its own 16 ms (bench/README.md).
+`OneHopASGIHandler` builds the chain in sync mode, as Django's WSGI handler does, and runs
+the whole request (middleware and view) in one hop to the request's thread.
+
+**How many at once.**
 
 Django runs every sync view on a thread of its own, so a burst of requests (200 users
 pressing Send in the same second) becomes 200 threads taking turns on one GIL in 5 ms
@@ -19,11 +31,28 @@ from __future__ import annotations
 import asyncio
 import weakref
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.base import BaseHandler
 
 PREREAD_BYTES = 1024 * 1024
 MAX_WAIT_SECONDS = 30.0
 BUSY = b"The server is busy. Try again in a moment."
+
+
+class OneHopASGIHandler(ASGIHandler):
+    """Django's ASGI handler with the middleware chain built and run synchronously: the body
+    is read, the signals sent and the response streamed on the event loop as before, and
+    middleware plus view run in one call on the request's thread (thread_sensitive, as
+    Django runs sync views: one thread per request, ThreadSensitiveContext)."""
+
+    def __init__(self):
+        BaseHandler.__init__(self)
+        self.load_middleware(is_async=False)
+
+    async def get_response_async(self, request):
+        return await sync_to_async(self.get_response, thread_sensitive=True)(request)
 
 
 class HttpConcurrencyLimit:

@@ -218,6 +218,7 @@ def fanout_send(
         raise ChatError("This reply is still running; fan out from it once it has finished.")
     key_ref = turns.key_ref_of(session=session, user=user, web_session=web_session)
     with transaction.atomic():
+        turns.lock_session(session)  # once, for all its replies
         if parent_branch is None:
             # The results need a branch to come back to: the one showing the message, or
             # (for a node no branch shows) a new one there.
@@ -238,7 +239,9 @@ def fanout_send(
             prompt_message = Message.objects.create(
                 session=session, parent=message, depth=message.depth + 1, role=Message.Role.USER, content=prompt, branch=child
             )
-            turn = turns.turn_for(parent=prompt_message, session=session, branch=child, user=user, key_ref=key_ref)
+            turn = turns.turn_for(
+                parent=prompt_message, session=session, branch=child, user=user, key_ref=key_ref, session_locked=True
+            )
             child.head = turn.message
             child.save(update_fields=["head", "updated_at"])
             replies.append(turn)

@@ -93,6 +93,7 @@ class Checkpointer:
         self._entries: dict[int, Entry] = {}
         self._task: asyncio.Task | None = None
         self._last_beat = 0.0
+        self._progress_at: dict[int, float] = {}  # session id -> when its live panel was last pushed
 
     def register(self, entry: Entry) -> None:
         self._entries[entry.turn_id] = entry
@@ -155,10 +156,26 @@ class Checkpointer:
                     grown.add(entry.session_id)
             if entry.turn_id in stopped and entry.turn_id in self._entries:
                 entry.on_stop()
-        # The live panel follows the saved text: once a tick (PLAYGROUND_SAVE_INTERVAL), per
-        # session whose replies grew, never per token; sent together, not one round trip
-        # after another (each is best effort and never raises).
-        await asyncio.gather(*(publish.adeliver(TurnProgress(session_id)) for session_id in grown))
+        # The live panel follows the saved text, per session whose replies grew, never per
+        # token; sent together, not one round trip after another (each is best effort and
+        # never raises).
+        await asyncio.gather(*(publish.adeliver(TurnProgress(session_id)) for session_id in self._progress_due(grown, now)))
+
+    def _progress_due(self, grown: set[int], now: float) -> list[int]:
+        """The sessions whose live panel is pushed this tick. Each push costs a render in every
+        web process holding the session's tabs (a query, two genai-prices calculations and a
+        template: ~1.3 ms), so pushes are capped at PLAYGROUND_PROGRESS_PER_SECOND per loop:
+        under the cap every session is pushed every tick (PLAYGROUND_SAVE_INTERVAL), above it
+        each one less often, evenly (200 sessions at 50/s: every 4 s), instead of the web
+        spending its CPU on running estimates while the replies it relays queue."""
+        live = {entry.session_id for entry in self._entries.values()}
+        self._progress_at = {sid: at for sid, at in self._progress_at.items() if sid in live}
+        period = max(settings.PLAYGROUND_SAVE_INTERVAL, len(live) / max(settings.PLAYGROUND_PROGRESS_PER_SECOND, 1e-9))
+        # A tick is never exactly a period after the last: allow a tenth of one of slack.
+        due = [sid for sid in grown if now - self._progress_at.get(sid, -period) >= period * 0.9]
+        for sid in due:
+            self._progress_at[sid] = now
+        return due
 
 
 def reconnect() -> None:

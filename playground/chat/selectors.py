@@ -45,15 +45,15 @@ SELECT id FROM descendants
 
 # The full path for a request to the model: the walk above, joined back to the five columns
 # a request is built from (no turns, no model instances), root first.
+# The walk carries the columns it returns: no second join of the path back to the table
+# (which PostgreSQL may plan as a scan of every message when its statistics are stale).
 _PATH_ROWS_SQL = """
-WITH RECURSIVE ancestors(id, parent_id) AS (
-    SELECT id, parent_id FROM chat_message WHERE id = %s
+WITH RECURSIVE path(id, parent_id, depth, role, content) AS (
+    SELECT id, parent_id, depth, role, content FROM chat_message WHERE id = %s
     UNION ALL
-    SELECT m.id, m.parent_id FROM chat_message m JOIN ancestors a ON m.id = a.parent_id
+    SELECT m.id, m.parent_id, m.depth, m.role, m.content FROM chat_message m JOIN path p ON m.id = p.parent_id
 )
-SELECT m.id, m.parent_id, m.depth, m.role, m.content
-FROM chat_message m JOIN ancestors a ON m.id = a.id
-ORDER BY m.depth
+SELECT id, parent_id, depth, role, content FROM path ORDER BY depth
 """
 
 # The last steps of a path: walk up from a node at most `limit + 1` nodes (the extra one only
@@ -226,6 +226,16 @@ def session_deleted_find(*, session_id: int, user) -> ChatSession | None:
 
 def branch_get(*, session: ChatSession, branch_id: int) -> Branch:
     return get_object_or_404(Branch, pk=branch_id, session=session)
+
+
+def session_branch_get(*, session_id: int, branch_id: int, user) -> tuple[ChatSession, Branch]:
+    """`session_get` and `branch_get` in one query: the views under a branch's URL (a send is
+    on every reply's critical path, and every statement costs it about half a millisecond)."""
+    branch = get_object_or_404(
+        Branch.objects.select_related("session"),
+        pk=branch_id, session_id=session_id, session__owner=user, session__deleted_at__isnull=True,
+    )
+    return branch.session, branch
 
 
 def branch_default(*, session: ChatSession) -> Branch:

@@ -135,7 +135,16 @@ def message_send(*, session: ChatSession, branch: Branch, user, content: str, we
     content = turns.validate_content(content)
     key_ref = turns.key_ref_of(session=session, user=user, web_session=web_session)
     with transaction.atomic():
-        branch = Branch.objects.select_for_update(of=("self",)).select_related("head").get(pk=branch.pk)
+        # The branch's row and the session's in one statement (turns.lock_session says why
+        # the session's): a send is on every reply's critical path.
+        branch = (
+            Branch.objects.select_for_update(of=("self", "session"))
+            .select_related("head", "session")
+            .filter(pk=branch.pk, session__deleted_at__isnull=True)
+            .first()
+        )
+        if branch is None:
+            raise ChatError(turns.SESSION_DELETED)
         head = branch.head
         if head is not None and head.in_flight:
             raise ChatError("A reply is still streaming on this branch. Stop it or wait for it to finish; your message is still here.")
@@ -146,7 +155,7 @@ def message_send(*, session: ChatSession, branch: Branch, user, content: str, we
             replaced = turns.shown_nodes(session=session, nodes=[unanswered, head])
         turn = turns.exchange(
             session=session, branch=branch, parent_id=parent_id, depth=depth,
-            content=content, user=user, key_ref=key_ref, replaced=replaced,
+            content=content, user=user, key_ref=key_ref, replaced=replaced, session_locked=True,
         )
         if unanswered is None and branching.name_after_first_send(branch=branch, head=head, content=content):
             branch.save(update_fields=["name"])

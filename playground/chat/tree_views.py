@@ -124,8 +124,7 @@ def message_fanout(request, session_id: int, message_id: int):
 
 @require_POST
 def branch_rename(request, session_id: int, branch_id: int):
-    chat = selectors.session_get(session_id=session_id, user=request.user)
-    branch = selectors.branch_get(session=chat, branch_id=branch_id)
+    chat, branch = selectors.session_branch_get(session_id=session_id, branch_id=branch_id, user=request.user)
     error = ""
     try:
         branching.branch_rename(branch=branch, name=request.POST.get("name", ""))
@@ -139,8 +138,7 @@ def branch_rename(request, session_id: int, branch_id: int):
 
 @require_POST
 def branch_return(request, session_id: int, branch_id: int):
-    chat = selectors.session_get(session_id=session_id, user=request.user)
-    branch = selectors.branch_get(session=chat, branch_id=branch_id)
+    chat, branch = selectors.session_branch_get(session_id=session_id, branch_id=branch_id, user=request.user)
     try:
         message = branching.branch_return(branch=branch, user=request.user)
     except ChatError as exc:

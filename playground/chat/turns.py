@@ -65,15 +65,25 @@ def check_limits(*, user) -> None:
         )
 
 
-def turn_fields(*, session: ChatSession, branch: Branch | None, user, key_ref: str) -> dict:
+SESSION_DELETED = "This session was deleted, so nothing was sent. Undo the delete to keep using it."
+
+
+def lock_session(session: ChatSession) -> None:
+    """Lock the session's row while it is live, or refuse: a delete (services.session_trash
+    updates that row) either commits first, and this refuses, or waits until the new turns
+    exist and then stops them. Without the lock a send could land in a session just deleted,
+    spending where nobody sees it. Inside the transaction that creates the turns."""
+    if not ChatSession.objects.select_for_update().filter(pk=session.pk, deleted_at__isnull=True).values_list("pk", flat=True):
+        raise ChatError(SESSION_DELETED)
+
+
+def turn_fields(*, session: ChatSession, branch: Branch | None, user, key_ref: str, session_locked: bool = False) -> dict:
     """A Turn's request snapshot: later settings changes never rewrite what was sent.
 
-    The session's row is locked while live: a delete (services.session_trash updates that
-    row) either commits first, and this refuses, or waits until this turn exists and then
-    stops it. Without the lock a send could land in a session just deleted, spending where
-    nobody sees it."""
-    if not ChatSession.objects.select_for_update().filter(pk=session.pk, deleted_at__isnull=True).values_list("pk", flat=True):
-        raise ChatError("This session was deleted, so nothing was sent. Undo the delete to keep using it.")
+    The session's row is locked first (`lock_session`), unless the caller holds that lock
+    already (`session_locked`: a send takes it with the branch's, a fan-out once for all)."""
+    if not session_locked:
+        lock_session(session)
     check_limits(user=user)
     return {
         "session": session,
@@ -94,8 +104,9 @@ def turn_fields(*, session: ChatSession, branch: Branch | None, user, key_ref: s
     }
 
 
-def turn_for(*, parent: Message, session: ChatSession, branch: Branch, user, key_ref: str) -> Turn:
-    """The pending assistant node under `parent`, and its Turn."""
+def turn_for(*, parent: Message, session: ChatSession, branch: Branch, user, key_ref: str, session_locked: bool = False) -> Turn:
+    """The pending assistant node under `parent`, and its Turn (`turn_fields` says what
+    `session_locked` means)."""
     assistant = Message.objects.create(
         session=session,
         parent=parent,
@@ -105,7 +116,8 @@ def turn_for(*, parent: Message, session: ChatSession, branch: Branch, user, key
         branch=branch,
     )
     return Turn.objects.create(
-        message=assistant, reply=assistant, **turn_fields(session=session, branch=branch, user=user, key_ref=key_ref)
+        message=assistant, reply=assistant,
+        **turn_fields(session=session, branch=branch, user=user, key_ref=key_ref, session_locked=session_locked),
     )
 
 
@@ -140,7 +152,8 @@ def announce(turn: Turn, new_messages: list[Message], replaced: tuple = ()) -> N
 
 
 def exchange(
-    *, session: ChatSession, branch: Branch, parent_id: int | None, depth: int, content: str, user, key_ref: str, replaced: tuple = ()
+    *, session: ChatSession, branch: Branch, parent_id: int | None, depth: int, content: str, user, key_ref: str, replaced: tuple = (),
+    session_locked: bool = False,
 ) -> Turn:
     """The user's message under `parent_id` and the pending reply to it, now the branch's
     head; once the transaction commits, both are shown to the session's tabs (which first
@@ -154,7 +167,7 @@ def exchange(
         content=content,
         branch=branch,
     )
-    turn = turn_for(parent=user_message, session=session, branch=branch, user=user, key_ref=key_ref)
+    turn = turn_for(parent=user_message, session=session, branch=branch, user=user, key_ref=key_ref, session_locked=session_locked)
     budgets.check_and_reserve(user=user, turns=[turn])
     branch.head = turn.message
     branch.save(update_fields=["head", "updated_at"])

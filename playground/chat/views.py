@@ -154,8 +154,7 @@ def _int_param(request, name: str) -> int | None:
 
 @require_GET
 def branch_view(request, session_id: int, branch_id: int):
-    chat = selectors.session_get(session_id=session_id, user=request.user)
-    branch = selectors.branch_get(session=chat, branch_id=branch_id)
+    chat, branch = selectors.session_branch_get(session_id=session_id, branch_id=branch_id, user=request.user)
     context = _page_context(request, chat, branch, at=_int_param(request, "at"), draft_id=_int_param(request, "draft"))
     return render(request, TEMPLATE, context)
 
@@ -179,8 +178,7 @@ def message_earlier(request, session_id: int, message_id: int):
 
 @require_POST
 def message_send(request, session_id: int, branch_id: int):
-    chat = selectors.session_get(session_id=session_id, user=request.user)
-    branch = selectors.branch_get(session=chat, branch_id=branch_id)
+    chat, branch = selectors.session_branch_get(session_id=session_id, branch_id=branch_id, user=request.user)
     content = request.POST.get("content", "")
     try:
         with outbox.collect() as delivered:
@@ -366,8 +364,7 @@ def budget_save(request, provider_slug: str):
 @require_POST
 def composer_predict(request, session_id: int, branch_id: int):
     """What the composer's next request should get from the cache (debounced htmx POST)."""
-    chat = selectors.session_get(session_id=session_id, user=request.user)
-    branch = selectors.branch_get(session=chat, branch_id=branch_id)
+    chat, branch = selectors.session_branch_get(session_id=session_id, branch_id=branch_id, user=request.user)
     context = {"prediction": None, "warning": None, "unavailable": None}
     if chat.provider in providers():
         provider = provider_get(chat.provider)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import signal
 import socket
 import sqlite3
@@ -59,6 +60,7 @@ class AppServer:
     database_url: str = ""
     web_workers: int = 1  # uvicorn processes (embedded mode needs exactly one)
     worker_concurrency: int = 32  # Celery thread-pool size
+    worker_processes: int = 1  # Celery worker processes, each a full thread pool
     web_timeout: float = 30.0  # seconds to become ready
     worker_timeout: float = 60.0
     worker_name: str = "w"
@@ -98,8 +100,31 @@ class AppServer:
                 "--without-mingle", "--without-heartbeat", "--hostname", f"{hostname}@%h", *extra]
 
     def start_worker(self) -> None:
-        proc = self._spawn("worker", self.worker_argv(f"{self.worker_name}{self.port}"))
-        self.wait_worker_ready(proc)
+        """One Celery worker process; or `worker_processes` of them, like a compose `worker`
+        service scaled to N. Those are started together under one process group "worker", so
+        they stop and crash together (and bench/procs.py sums their figures), each named
+        `<name><port>-<i>` and logging to its own worker-<i>.log, so a test can tell which
+        process ran a job. Each takes at most one job per thread from the queue
+        (prefetch multiplier 1): what it cannot start yet stays there for the others."""
+        ready_before = self._workers_ready()
+        if self.worker_processes <= 1:
+            proc = self._spawn("worker", self.worker_argv(f"{self.worker_name}{self.port}"))
+        else:
+            commands = [
+                shlex.join(self.worker_argv(f"{self.worker_name}{self.port}-{i}", "--prefetch-multiplier", "1"))
+                + f" >>{shlex.quote(str(self._log(f'worker-{i}')))} 2>&1"
+                for i in range(self.worker_processes)
+            ]
+            proc = self._spawn("worker", ["sh", "-c", " & ".join(commands) + " & wait"])
+        self._wait_workers_ready(proc, ready_before + self.worker_processes)
+
+    def worker_logs(self) -> list[str]:
+        """The text of each Celery worker process's log, in process order ("" before it starts)."""
+        names = ["worker"] if self.worker_processes <= 1 else [f"worker-{i}" for i in range(self.worker_processes)]
+        return [self._log(n).read_text(errors="replace") if self._log(n).exists() else "" for n in names]
+
+    def _workers_ready(self) -> int:
+        return sum(log.count(" ready.") for log in self.worker_logs())
 
     def start_beat(self) -> None:
         """Celery beat: the periodic stale-turn sweep, as production runs it (one per deployment)."""
@@ -107,13 +132,14 @@ class AppServer:
                 "--schedule", str(self.workdir / "beat-schedule")]
         self._spawn("beat", argv)
 
-    def wait_worker_ready(self, proc: subprocess.Popen, *, workers: int = 1) -> None:
-        """Wait until `workers` Celery workers logging to worker.log said they are ready."""
+    def _wait_workers_ready(self, proc: subprocess.Popen, ready: int) -> None:
+        """Wait until the worker logs hold `ready` "ready." lines (logs are appended to, so a
+        restarted worker is waited for, not taken as ready from its previous life)."""
         deadline = time.monotonic() + self.worker_timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"worker exited:\n{self._log('worker').read_text()[-3000:]}")
-            if self._log("worker").read_text(errors="replace").count("ready.") >= workers:
+                raise RuntimeError("worker exited:\n" + "\n".join(log[-3000:] for log in self.worker_logs()))
+            if self._workers_ready() >= ready:
                 return
             time.sleep(0.2)
         raise RuntimeError("celery worker did not become ready")
@@ -270,7 +296,8 @@ def start_embedded(workdir: Path, *, simulator_url: str, extra_env: dict[str, st
 
 
 def start_production(
-    workdir: Path, *, simulator_url: str, extra_env: dict[str, str] | None = None, redis_url: str | None = None
+    workdir: Path, *, simulator_url: str, extra_env: dict[str, str] | None = None, redis_url: str | None = None,
+    web_workers: int = 1, worker_processes: int = 1,
 ) -> AppServer:
     import psycopg
     import redis
@@ -290,7 +317,8 @@ def start_production(
         PLAYGROUND_HTTPS="0",
     )
     env.update(extra_env or {})
-    server = AppServer("production", workdir, env, database_url=database_url)
+    server = AppServer("production", workdir, env, database_url=database_url, web_workers=web_workers,
+                       worker_processes=worker_processes)
     server.manage("migrate", "--noinput", "-v0")
     server.manage("collectstatic", "--noinput", "-v0")
     server.start_worker()

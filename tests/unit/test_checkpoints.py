@@ -93,3 +93,35 @@ def test_model_text_with_nul_is_made_storable():
 
     assert _clean("a\x00b") == "a\ufffdb"
     assert _clean("plain") == "plain"
+
+
+def _checkpointer_of_sessions(session_ids):
+    checkpointer = checkpoints.Checkpointer(_run_db)
+    for i, sid in enumerate(session_ids):
+        checkpointer._entries[i] = checkpoints.Entry(i, i, lambda: "", lambda: None, session_id=sid)
+    return checkpointer
+
+
+def test_the_live_panel_is_pushed_every_tick_while_few_sessions_stream(settings):
+    settings.PLAYGROUND_SAVE_INTERVAL, settings.PLAYGROUND_PROGRESS_PER_SECOND = 1.0, 50
+    checkpointer = _checkpointer_of_sessions([1, 2, 3])
+    for now in (100.0, 101.0, 102.02):
+        assert sorted(checkpointer._progress_due({1, 2, 3}, now)) == [1, 2, 3]
+    assert checkpointer._progress_due({2}, 103.0) == [2], "only sessions whose replies grew"
+
+
+def test_above_the_cap_each_session_is_pushed_less_often_and_none_is_starved(settings):
+    """4 sessions at 2 pushes a second: each every 2 s, so the web renders 2 a second, not 4."""
+    settings.PLAYGROUND_SAVE_INTERVAL, settings.PLAYGROUND_PROGRESS_PER_SECOND = 1.0, 2
+    checkpointer = _checkpointer_of_sessions([1, 2, 3, 4])
+    pushed = {sid: [] for sid in (1, 2, 3, 4)}
+    for tick in range(8):
+        for sid in checkpointer._progress_due({1, 2, 3, 4}, 100.0 + tick):
+            pushed[sid].append(tick)
+    assert all(ticks == [0, 2, 4, 6] for ticks in pushed.values()), pushed
+    # A session whose reply just started gets its first push at once, and a session that
+    # ended is forgotten.
+    checkpointer._entries[9] = checkpoints.Entry(9, 9, lambda: "", lambda: None, session_id=5)
+    del checkpointer._entries[0]
+    assert checkpointer._progress_due({5}, 108.0) == [5]
+    assert 1 not in checkpointer._progress_at
