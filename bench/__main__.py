@@ -86,7 +86,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--strict", action="store_true", help="exit 1 if any token was lost, duplicated or reordered")
     p.add_argument("--keep", action="store_true", help="keep the app's temporary work dirs (logs)")
     a = p.parse_args(argv)
-    a.repeat_small = a.repeat_small or (5 if a.issue19 else 1)
+    a.repeat_small = max(1, a.repeat_small or (5 if a.issue19 else 1))
     if a.issue19:
         a.n = ISSUE19_RUNS if a.n == "1,50,200" else a.n
         a.modes = "production" if a.modes == "embedded,production" else a.modes
@@ -195,22 +195,34 @@ class Profilers:
 SMALL_N = 5  # runs this small are over in a second: one sample of their TTFT is mostly noise
 
 
-def _ttft_diff(run: dict) -> float:
-    return run.get("ratios", {}).get("ttft_added_p50_minus_baseline_ms", float("inf"))
+def _ttft_diff(run: dict) -> float | None:
+    return run.get("ratios", {}).get("ttft_added_p50_minus_baseline_ms")
 
 
 def _median_run(runs: list[dict]) -> dict:
     """Of repeated runs of one N, the one whose added TTFT (app - baseline) is the median,
-    whole (its figures stay one run's), with every repeat's difference beside it; except its
-    lost, duplicated and reordered counts, which are the totals of all the repeats (a token
-    lost in any run must show)."""
+    whole (its figures stay one run's), with every repeat's difference beside it; except what
+    went wrong, summed over all the repeats (a token lost, a send refused or a reply left
+    unfinished in any run must show): lost, duplicated, reordered, send failures, tokens
+    undelivered at the deadline, and whether any run timed out."""
     if len(runs) == 1:
         return runs[0]
-    ordered = sorted(runs, key=_ttft_diff)
+    ordered = sorted(runs, key=lambda r: _ttft_diff(r) if _ttft_diff(r) is not None else float("inf"))
     median = ordered[(len(ordered) - 1) // 2]
     median["repeats"] = {"count": len(runs), "ttft_added_p50_minus_baseline_ms": [_ttft_diff(r) for r in runs]}
-    for counter in ("lost", "duplicated", "reordered"):
-        median["app"][counter] = sum(r["app"][counter] for r in runs)
+    app = median["app"]
+    for counter in ("lost", "duplicated", "reordered", "undelivered_at_deadline"):
+        app[counter] = sum(r["app"].get(counter) or 0 for r in runs)
+    failures: dict = {}
+    for run in runs:
+        for status, count in (run["app"].get("send_failures") or {}).items():
+            failures[status] = failures.get(status, 0) + count
+    app["send_failures"] = failures
+    info = median.setdefault("app_run", {})
+    info["timed_out"] = any(r.get("app_run", {}).get("timed_out") for r in runs)
+    exited = [r["app_run"]["app_process_exited_during_run"] for r in runs if r.get("app_run", {}).get("app_process_exited_during_run")]
+    if exited:
+        info["app_process_exited_during_run"] = exited[0]
     return median
 
 
@@ -259,8 +271,10 @@ def relay_once(a, server, sim, mode: str, n: int, *, spread: float = 0.0, profil
     out["app_cpu_ms_per_token"] = {k: round(1000 * cpu[k] / delivered, 3) for k in ("web", "worker", "simulator", "bench_client",
                                                                                "redis-server", "postgres") if k in cpu}
     # Issue 19's budget counts the app's own processes; `all` adds the simulator and this client.
+    # A process this machine cannot see (a remote database) would count as 0: not measured then.
     for key, names in (("app_processes", report.APP_PROCESSES), ("all", report.APP_PROCESSES + ("simulator", "bench_client"))):
-        out["app_cpu_ms_per_token"][key] = round(1000 * sum(cpu.get(k, 0.0) for k in names) / delivered, 3)
+        seen = all(k in cpu for k in names)
+        out["app_cpu_ms_per_token"][key] = round(1000 * sum(cpu[k] for k in names) / delivered, 3) if seen else None
     sim.control("DELETE", "/requests")
     if not a.no_baseline and not (profile and not a.profile_inline):
         time.sleep(1.0)

@@ -420,7 +420,8 @@ PLAYGROUND_HTTP_CONCURRENCY = env_int("PLAYGROUND_HTTP_CONCURRENCY", 16)
 PLAYGROUND_DELTA_INTERVAL = float(os.environ.get("PLAYGROUND_DELTA_INTERVAL", "0.05"))
 PLAYGROUND_SAVE_INTERVAL = float(os.environ.get("PLAYGROUND_SAVE_INTERVAL", "1.0"))
 # The live cost panel's pushes per second per generation loop, at most (chat/checkpoints.py):
-# below it every session with a streaming reply is pushed once a save interval, above it less often.
+# below it every session with a streaming reply is pushed once a save interval, above it each
+# in turn, longest waiting first. 0: no cap.
 PLAYGROUND_PROGRESS_PER_SECOND = float(os.environ.get("PLAYGROUND_PROGRESS_PER_SECOND", "50"))
 # Threads per process for database calls made from an event loop (chat/aio.py `db`): the
 # generation loop's, and the WebSocket consumers' turn-end renders. 0: channels' one

@@ -218,6 +218,10 @@ def fanout_send(
         raise ChatError("This reply is still running; fan out from it once it has finished.")
     key_ref = turns.key_ref_of(session=session, user=user, web_session=web_session)
     with transaction.atomic():
+        if parent_branch is not None:
+            # Branch, then session: the order a send takes them in (services.message_send),
+            # so the two never wait on each other in a cycle.
+            Branch.objects.select_for_update().filter(pk=parent_branch.pk).values_list("pk", flat=True).first()
         turns.lock_session(session)  # once, for all its replies
         if parent_branch is None:
             # The results need a branch to come back to: the one showing the message, or

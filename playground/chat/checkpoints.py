@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import weakref
 from collections.abc import Callable
@@ -164,19 +165,21 @@ class Checkpointer:
     def _progress_due(self, grown: set[int], now: float) -> list[int]:
         """The sessions whose live panel is pushed this tick. Each push costs a render in every
         web process holding the session's tabs (a query, two genai-prices calculations and a
-        template: ~1.3 ms), so pushes are capped at PLAYGROUND_PROGRESS_PER_SECOND per loop:
-        under the cap every session is pushed every tick (PLAYGROUND_SAVE_INTERVAL), above it
-        each one less often, evenly (200 sessions at 50/s: every 4 s), instead of the web
-        spending its CPU on running estimates while the replies it relays queue."""
+        template: ~1.3 ms), so a tick pushes at most PLAYGROUND_PROGRESS_PER_SECOND x the save
+        interval of them (0: no cap), those pushed longest ago first: under the cap every
+        session is pushed every tick; above it each waits its turn (200 sessions at 50 a
+        second: every 4 s, 50 renders a tick, never 200 in one), instead of the web spending
+        its CPU on running estimates while the replies it relays queue. A new reply's session
+        goes first."""
         live = {entry.session_id for entry in self._entries.values()}
         self._progress_at = {sid: at for sid, at in self._progress_at.items() if sid in live}
-        period = max(settings.PLAYGROUND_SAVE_INTERVAL, len(live) / max(settings.PLAYGROUND_PROGRESS_PER_SECOND, 1e-9))
-        # A tick is never exactly a period after the last: allow a tenth of one of slack.
-        due = [sid for sid in grown if now - self._progress_at.get(sid, -period) >= period * 0.9]
+        due = sorted(grown, key=lambda sid: self._progress_at.get(sid, float("-inf")))
+        rate = settings.PLAYGROUND_PROGRESS_PER_SECOND
+        if rate > 0:
+            due = due[: max(1, math.ceil(rate * settings.PLAYGROUND_SAVE_INTERVAL))]
         for sid in due:
             self._progress_at[sid] = now
         return due
-
 
 def reconnect() -> None:
     """Drop a broken connection so the next query opens a fresh one."""

@@ -68,13 +68,16 @@ def check_limits(*, user) -> None:
 SESSION_DELETED = "This session was deleted, so nothing was sent. Undo the delete to keep using it."
 
 
-def lock_session(session: ChatSession) -> None:
-    """Lock the session's row while it is live, or refuse: a delete (services.session_trash
-    updates that row) either commits first, and this refuses, or waits until the new turns
-    exist and then stops them. Without the lock a send could land in a session just deleted,
-    spending where nobody sees it. Inside the transaction that creates the turns."""
-    if not ChatSession.objects.select_for_update().filter(pk=session.pk, deleted_at__isnull=True).values_list("pk", flat=True):
+def lock_session(session: ChatSession) -> ChatSession:
+    """Lock the session's row while it is live and return it as locked, or refuse: a delete
+    (services.session_trash updates that row) either commits first, and this refuses, or
+    waits until the new turns exist and then stops them. Without the lock a send could land
+    in a session just deleted, spending where nobody sees it. Inside the transaction that
+    creates the turns, after any branch lock it takes (branch, then session: the one order)."""
+    locked = ChatSession.objects.select_for_update().filter(pk=session.pk, deleted_at__isnull=True).first()
+    if locked is None:
         raise ChatError(SESSION_DELETED)
+    return locked
 
 
 def turn_fields(*, session: ChatSession, branch: Branch | None, user, key_ref: str, session_locked: bool = False) -> dict:

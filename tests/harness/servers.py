@@ -319,11 +319,17 @@ def start_production(
     env.update(extra_env or {})
     server = AppServer("production", workdir, env, database_url=database_url, web_workers=web_workers,
                        worker_processes=worker_processes)
-    server.manage("migrate", "--noinput", "-v0")
-    server.manage("collectstatic", "--noinput", "-v0")
-    server.start_worker()
-    server.start_beat()
-    server.start_web()
+    try:
+        server.manage("migrate", "--noinput", "-v0")
+        server.manage("collectstatic", "--noinput", "-v0")
+        server.start_worker()
+        server.start_beat()
+        server.start_web()
+    except BaseException:
+        # Whatever started is stopped and the database dropped: a failed start leaks nothing.
+        server.stop()
+        drop_production(server)
+        raise
     return server
 
 

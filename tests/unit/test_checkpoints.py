@@ -110,18 +110,26 @@ def test_the_live_panel_is_pushed_every_tick_while_few_sessions_stream(settings)
     assert checkpointer._progress_due({2}, 103.0) == [2], "only sessions whose replies grew"
 
 
-def test_above_the_cap_each_session_is_pushed_less_often_and_none_is_starved(settings):
-    """4 sessions at 2 pushes a second: each every 2 s, so the web renders 2 a second, not 4."""
+def test_above_the_cap_each_tick_pushes_its_share_longest_waiting_first(settings):
+    """4 sessions at 2 pushes a second: 2 renders a tick, never 4 at once, and each session
+    every other tick (sessions that started together do not stay in step)."""
     settings.PLAYGROUND_SAVE_INTERVAL, settings.PLAYGROUND_PROGRESS_PER_SECOND = 1.0, 2
     checkpointer = _checkpointer_of_sessions([1, 2, 3, 4])
     pushed = {sid: [] for sid in (1, 2, 3, 4)}
     for tick in range(8):
-        for sid in checkpointer._progress_due({1, 2, 3, 4}, 100.0 + tick):
+        due = checkpointer._progress_due({1, 2, 3, 4}, 100.0 + tick)
+        assert len(due) == 2, due
+        for sid in due:
             pushed[sid].append(tick)
-    assert all(ticks == [0, 2, 4, 6] for ticks in pushed.values()), pushed
-    # A session whose reply just started gets its first push at once, and a session that
-    # ended is forgotten.
+    assert all(len(ticks) == 4 and all(b - a == 2 for a, b in zip(ticks, ticks[1:])) for ticks in pushed.values()), pushed
+    # A session whose reply just started goes first; a session that ended is forgotten.
     checkpointer._entries[9] = checkpoints.Entry(9, 9, lambda: "", lambda: None, session_id=5)
     del checkpointer._entries[0]
-    assert checkpointer._progress_due({5}, 108.0) == [5]
+    assert checkpointer._progress_due({2, 3, 4, 5}, 108.0)[0] == 5
     assert 1 not in checkpointer._progress_at
+
+
+def test_no_cap_pushes_every_grown_session(settings):
+    settings.PLAYGROUND_SAVE_INTERVAL, settings.PLAYGROUND_PROGRESS_PER_SECOND = 1.0, 0
+    checkpointer = _checkpointer_of_sessions(range(300))
+    assert len(checkpointer._progress_due(set(range(300)), 100.0)) == 300
