@@ -1,5 +1,7 @@
 """Per-user limits: each refusal is a clear message, never a 500, and never loses the text."""
 
+import time
+
 import pytest
 
 from tests.conftest import new_user
@@ -43,7 +45,17 @@ def test_concurrent_replies(limited_app, sim):
     assert resp.status_code == 422
     assert "You have 2 replies running; the limit is 2 at once" in resp.text
     assert "third at once" in resp.text
-    assert len([r for r in sim.requests() if r["path"] == "/v1/chat/completions"]) == 2
+
+    def upstream() -> int:
+        return len([r for r in sim.requests() if r["path"] == "/v1/chat/completions"])
+
+    # The replies start after their sends are answered: wait for the second one's request,
+    # then make sure no third one follows.
+    deadline = time.monotonic() + 10
+    while upstream() < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert upstream() == 2
     for sid, bid in (first, second):
         turn_ids = limited_app.query("SELECT id FROM chat_turn WHERE session_id = %s", (sid,))
         user.post(f"/turns/{turn_ids[0][0]}/stop/")
