@@ -36,7 +36,7 @@ def _csv_ints(text: str) -> list[int]:
 
 # Issue 19's runs: N=1 and 5 at one instant, 50 and 200 spread over 1 s (the targets), then 200
 # at one instant (the stress figure, last so its backlog cannot touch the others).
-ISSUE19_RUNS = "1,5,50@1,200@1,200"
+ISSUE19_RUNS = f"1,5,50@{report.ISSUE19_SPREAD:g},200@{report.ISSUE19_SPREAD:g},200"
 
 
 def _relay_runs(text: str, spread: float) -> list[tuple[int, float]]:
@@ -195,10 +195,6 @@ class Profilers:
 SMALL_N = 5  # runs this small are over in a second: one sample of their TTFT is mostly noise
 
 
-def _ttft_diff(run: dict) -> float | None:
-    return run.get("ratios", {}).get("ttft_added_p50_minus_baseline_ms")
-
-
 def _median_run(runs: list[dict]) -> dict:
     """Of repeated runs of one N, the one whose added TTFT (app - baseline) is the median,
     whole (its figures stay one run's), with every repeat's difference beside it; except what
@@ -207,9 +203,10 @@ def _median_run(runs: list[dict]) -> dict:
     undelivered at the deadline, and whether any run timed out."""
     if len(runs) == 1:
         return runs[0]
-    ordered = sorted(runs, key=lambda r: _ttft_diff(r) if _ttft_diff(r) is not None else float("inf"))
+    diffs = [report.ttft_diff(r) for r in runs]
+    ordered = sorted(runs, key=lambda r: d if (d := report.ttft_diff(r)) is not None else float("inf"))
     median = ordered[(len(ordered) - 1) // 2]
-    median["repeats"] = {"count": len(runs), "ttft_added_p50_minus_baseline_ms": [_ttft_diff(r) for r in runs]}
+    median["repeats"] = {"count": len(runs), "ttft_added_p50_minus_baseline_ms": diffs}
     app = median["app"]
     for counter in ("lost", "duplicated", "reordered", "undelivered_at_deadline"):
         app[counter] = sum(r["app"].get(counter) or 0 for r in runs)

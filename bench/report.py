@@ -13,6 +13,11 @@ def run_key(n: int, spread: float) -> str:
     return str(n) if not spread else f"{n}@{spread:g}s"
 
 
+def ttft_diff(run: dict) -> float | None:
+    """A run's added TTFT p50 minus its baseline's (None without a baseline)."""
+    return run.get("ratios", {}).get("ttft_added_p50_minus_baseline_ms")
+
+
 def _run_order(key: str) -> tuple[int, float]:
     n, _, spread = key.partition("@")
     return int(n), float(spread.rstrip("s") or 0)
@@ -136,9 +141,6 @@ def _issue19_targets(relay_prod: dict) -> list[dict]:
         if r and extra:
             where += f" ({extra(r)})"
         out.append(_t(f"relay: {target}", _check(value, limit, le=le), value, limit, where, note=why))
-
-    def ttft_diff(r):
-        return r.get("ratios", {}).get("ttft_added_p50_minus_baseline_ms")
 
     def tps_ratio(r):
         return r.get("ratios", {}).get("tokens_per_s")

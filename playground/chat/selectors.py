@@ -43,10 +43,10 @@ WITH RECURSIVE descendants(id) AS (
 SELECT id FROM descendants
 """
 
-# The full path for a request to the model: the walk above, joined back to the five columns
-# a request is built from (no turns, no model instances), root first.
-# The walk carries the columns it returns: no second join of the path back to the table
-# (which PostgreSQL may plan as a scan of every message when its statistics are stale).
+# The full path for a request to the model: the five columns a request is built from (no
+# turns, no model instances), root first. The walk carries them itself: no second join of the
+# path back to the table (which PostgreSQL may plan as a scan of every message when its
+# statistics are stale).
 _PATH_ROWS_SQL = """
 WITH RECURSIVE path(id, parent_id, depth, role, content) AS (
     SELECT id, parent_id, depth, role, content FROM chat_message WHERE id = %s

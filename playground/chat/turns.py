@@ -84,7 +84,7 @@ def turn_fields(*, session: ChatSession, branch: Branch | None, user, key_ref: s
     """A Turn's request snapshot: later settings changes never rewrite what was sent.
 
     The session's row is locked first (`lock_session`), unless the caller holds that lock
-    already (`session_locked`: a send takes it with the branch's, a fan-out once for all)."""
+    already (`session_locked`: a send takes it after its branch's, a fan-out once for all)."""
     if not session_locked:
         lock_session(session)
     check_limits(user=user)

@@ -15,6 +15,22 @@ from tests.harness.servers import start_embedded
 PROVIDER_SLUG = "llama"
 PROVIDER_NAME = "Local llama"
 
+FACTS = 45  # ~29 tokens each (digits tokenize one by one): a ~1,300-token system prompt
+SYSTEM_PROMPT = "You answer briefly. Reference facts, numbered:\n" + "\n".join(
+    f"Fact {i}: {i} squared is {i * i}, and {i} cubed is {i ** 3}." for i in range(1, FACTS + 1)
+)
+
+
+def llama_session(user, *, max_output_tokens: int) -> tuple[int, int]:
+    """A new session of `user`'s on the local model with the long system prompt, replies at
+    temperature 0 (the same request gets the same reply): (session id, branch id)."""
+    session_id, branch_id = user.new_session()
+    user.update_settings(
+        session_id, provider=PROVIDER_SLUG, model=ALIAS, system_prompt=SYSTEM_PROMPT,
+        max_output_tokens=max_output_tokens, temperature=0,
+    )
+    return session_id, branch_id
+
 
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory):

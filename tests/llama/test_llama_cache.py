@@ -20,14 +20,10 @@ import pytest
 from tests.harness.client import UserClient
 from tests.harness.llama import ALIAS
 
-from .conftest import PROVIDER_NAME, PROVIDER_SLUG
+from .conftest import PROVIDER_NAME, PROVIDER_SLUG, SYSTEM_PROMPT, llama_session
 
 pytestmark = pytest.mark.llama
 
-FACTS = 45  # ~29 tokens each (digits tokenize one by one): a ~1,300-token system prompt
-SYSTEM_PROMPT = "You answer briefly. Reference facts, numbered:\n" + "\n".join(
-    f"Fact {i}: {i} squared is {i * i}, and {i} cubed is {i ** 3}." for i in range(1, FACTS + 1)
-)
 QUESTIONS = ("What does fact 7 say? One short sentence.", "And fact 8?")
 
 ASSISTANT_RE = re.compile(r'<article class="msg msg-assistant status-(\w+)" id="msg-(\d+)">(.*?)</article>', re.S)
@@ -73,15 +69,7 @@ def test_second_turn_reads_the_shared_prefix_from_llama_cache(llama_app, llama_s
     assert system_tokens >= 1200, f"the system prompt should be ~1,200+ tokens, is {system_tokens}"
 
     user = UserClient(llama_app).signup(f"llama_{secrets.token_hex(4)}")  # no key: the provider needs none
-    session_id, branch_id = user.new_session()
-    user.update_settings(
-        session_id,
-        provider=PROVIDER_SLUG,
-        model=ALIAS,
-        system_prompt=SYSTEM_PROMPT,
-        max_output_tokens=16,
-        temperature=0,
-    )
+    session_id, branch_id = llama_session(user, max_output_tokens=16)
     page = user.page(session_id, branch_id)
     assert "No key for" not in page, "a keyless provider must not ask for a key"
 
@@ -158,10 +146,7 @@ def test_composer_predictions_are_within_two_percent_of_what_llama_reports(llama
     server then reports (token-exact rules, the server's own tokenizer, the slot's last
     prompt and reply)."""
     user = UserClient(llama_app).signup(f"llama_pred_{secrets.token_hex(4)}")
-    session_id, branch_id = user.new_session()
-    user.update_settings(
-        session_id, provider=PROVIDER_SLUG, model=ALIAS, system_prompt=SYSTEM_PROMPT, max_output_tokens=12, temperature=0
-    )
+    session_id, branch_id = llama_session(user, max_output_tokens=12)
     user.send(session_id, branch_id, QUESTIONS[0])
     user.wait_idle(session_id, branch_id, timeout=180)
     for question in FOLLOW_UPS:
@@ -180,10 +165,7 @@ def test_a_fork_reads_the_shared_prefix_from_llama_cache_on_its_first_turn(llama
     """Session scope, real server: fork after the first reply; the fork's first turn reuses
     the prefix the main branch just computed (system prompt + first exchange)."""
     user = UserClient(llama_app).signup(f"llama_fork_{secrets.token_hex(4)}")
-    session_id, branch_id = user.new_session()
-    user.update_settings(
-        session_id, provider=PROVIDER_SLUG, model=ALIAS, system_prompt=SYSTEM_PROMPT, max_output_tokens=12, temperature=0
-    )
+    session_id, branch_id = llama_session(user, max_output_tokens=12)
     user.send(session_id, branch_id, QUESTIONS[0])
     page = user.wait_idle(session_id, branch_id, timeout=180)
     first_reply_id = int(ASSISTANT_RE.findall(page)[-1][1])
@@ -224,11 +206,9 @@ def test_a_stopped_reply_is_estimated_within_one_percent_of_what_llama_reports(l
     stopped attempt's estimated prompt and cached tokens must match what llama.cpp reports
     for that request within 1%."""
     user = UserClient(llama_app).signup(f"llama_est_{secrets.token_hex(4)}")
-    settings = dict(provider=PROVIDER_SLUG, model=ALIAS, system_prompt=SYSTEM_PROMPT, max_output_tokens=400, temperature=0)
     figures = []
     for run in ("stopped", "to the end"):
-        session_id, branch_id = user.new_session()
-        user.update_settings(session_id, **settings)
+        session_id, branch_id = llama_session(user, max_output_tokens=400)
         user.send(session_id, branch_id, QUESTIONS[0])
         user.wait_idle(session_id, branch_id, timeout=180)
         user.send(session_id, branch_id, LONG_ANSWER)

@@ -16,10 +16,8 @@ import pytest
 
 from tests.e2e.test_tree import edit, fork, regenerate, thread
 from tests.harness.client import UserClient
-from tests.harness.llama import ALIAS
 
-from .conftest import PROVIDER_SLUG
-from .test_llama_cache import SYSTEM_PROMPT
+from .conftest import llama_session
 
 pytestmark = pytest.mark.llama
 
@@ -38,15 +36,7 @@ def test_the_lab_replays_a_llama_session_to_the_cached_tokens_llama_reported(
     llama_app, llama_server
 ):
     user = UserClient(llama_app).signup(f"llama_lab_{secrets.token_hex(4)}")
-    sid, main = user.new_session()
-    user.update_settings(
-        sid,
-        provider=PROVIDER_SLUG,
-        model=ALIAS,
-        system_prompt=SYSTEM_PROMPT,
-        max_output_tokens=12,
-        temperature=0,
-    )
+    sid, main = llama_session(user, max_output_tokens=12)
 
     say(user, sid, main, "What does fact 7 say? One short sentence.")
     page = say(user, sid, main, "And fact 8?")
