@@ -24,6 +24,7 @@ from django.db.models.functions import Cast, Round
 from django.utils import timezone
 
 from playground.caching.pricing import TurnCost, turn_cost
+from playground.compiled import Compiled
 from playground.providers.registry import providers
 
 from . import insight
@@ -183,18 +184,28 @@ def session_unpriced() -> Exists:
 def recent_reported(*, session: ChatSession) -> list[ChartTurn]:
     """The last `CHART_TURNS` finished attempts with usage (reported or estimated), oldest
     first (one query)."""
-    latest = (
-        _finished(session=session).filter(HAS_USAGE)
-        .order_by("-requested_at", "-id")
-        .values_list("prompt_tokens", "cached_tokens", "price_known", "cost_actual", "cost_uncached")[:CHART_TURNS]
-    )
     return [
         ChartTurn(prompt, cached, recorded_cost(reported=True, price_known=known, actual=actual, uncached=uncached))
-        for prompt, cached, known, actual, uncached in reversed(list(latest))
+        for prompt, cached, known, actual, uncached in reversed(_RECENT.rows(session_id=session.pk))
     ]
 
 
+_RECENT = Compiled(
+    lambda session_id: _finished(session_id=session_id).filter(HAS_USAGE)
+    .order_by("-requested_at", "-id")
+    .values_list("prompt_tokens", "cached_tokens", "price_known", "cost_actual", "cost_uncached")[:CHART_TURNS],
+    session_id=int,
+)
+
+
 MOMENTS_PER_QUERY = 1000
+
+_KEY_USES = Compiled(
+    lambda session_id: _finished(session_id=session_id).values("prompt_cache_key")
+    .annotate(uses=Count("id"), last_at=Max("requested_at"), first_at=Min("requested_at"))
+    .order_by(),
+    session_id=int,
+)
 
 
 def key_warmth(*, session: ChatSession, now: datetime | None = None) -> list[KeyWarmth]:
@@ -204,14 +215,10 @@ def key_warmth(*, session: ChatSession, now: datetime | None = None) -> list[Key
     only the turns at those instants are read.
     """
     now = now or timezone.now()
-    finished = _finished(session=session)
-    keys = list(
-        finished.values("prompt_cache_key")
-        .annotate(uses=Count("id"), last_at=Max("requested_at"), first_at=Min("requested_at"))
-        .order_by()
-    )
+    keys = _KEY_USES.dicts(session_id=session.pk)
     if not keys:
         return []
+    finished = _finished(session=session)
     moments = sorted({k["last_at"] for k in keys} | {k["first_at"] for k in keys})
     # In slices: PostgreSQL takes at most 65,535 bound parameters in one statement, and an
     # uncached-baseline session sends a new key every turn.
@@ -225,15 +232,19 @@ def key_warmth(*, session: ChatSession, now: datetime | None = None) -> list[Key
     return keys_warmth(keys=keys, moments=rows, now=now)
 
 
+_LIVE = Compiled(
+    lambda session_id: Turn.objects.filter(session_id=session_id, finished_at__isnull=True, requested_at__isnull=False)
+    .filter(message__status__in=["pending", "streaming"])
+    .order_by("requested_at", "id")
+    .values_list("id", "branch__name", "provider", "model", "requested_at", "prompt_tokens", "cached_tokens", "message__content"),
+    session_id=int,
+)
+
+
 def live_turns(*, session: ChatSession) -> list[LiveTurn]:
     """The session's replies in flight, oldest first (one query; a tokenizer pass over each
     reply's saved text, at most once a checkpoint tick)."""
-    rows = (
-        Turn.objects.filter(session=session, finished_at__isnull=True, requested_at__isnull=False)
-        .filter(message__status__in=["pending", "streaming"])
-        .order_by("requested_at", "id")
-        .values_list("id", "branch__name", "provider", "model", "requested_at", "prompt_tokens", "cached_tokens", "message__content")
-    )
+    rows = _LIVE.rows(session_id=session.pk)
     found = []
     known = providers()
     for pk, branch, slug, model, at, prompt, cached, text in rows:
@@ -251,6 +262,18 @@ def live_turns(*, session: ChatSession) -> list[LiveTurn]:
     return found
 
 
+# The panel's reads, built and compiled once per process (playground/compiled.py): on every
+# reply's end the web process renders this panel, and building these querysets cost ten
+# times what running them does.
+_BRANCH_SUMS = Compiled(
+    lambda session_id: _finished(session_id=session_id)
+    .values("branch_id", "branch__name")
+    .annotate(**_sums(), first_at=Min("requested_at"), first_id=Min("id"))
+    .order_by("first_at", "first_id"),
+    session_id=int,
+)
+
+
 def session_panel(*, session: ChatSession, now: datetime | None = None) -> Panel:
     """The cost panel: five queries, whatever the number of turns, and no Turn objects.
 
@@ -258,12 +281,7 @@ def session_panel(*, session: ChatSession, now: datetime | None = None) -> Panel
     session's totals are their sum), the chart's last turns, the key warmth (two), and the
     replies still streaming (the in-progress rows).
     """
-    groups = (
-        _finished(session=session)
-        .values("branch_id", "branch__name")
-        .annotate(**_sums(), first_at=Min("requested_at"), first_id=Min("id"))
-        .order_by("first_at", "first_id")
-    )
+    groups = _BRANCH_SUMS.dicts(session_id=session.pk)
     branches = [(g["branch__name"] if g["branch_id"] is not None else DELETED_BRANCH, _sums_of(g)) for g in groups]
     return Panel(
         session=session,

@@ -1,0 +1,90 @@
+"""A `Compiled` query gives exactly what its queryset gives, for any values, on SQLite and on
+PostgreSQL (money sums, datetimes, joined names, no rows); a parameter that never reaches
+the SQL as a bound value is refused when the query is compiled, not silently ignored."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.db.models import Count, Max, Sum
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from playground.chat.models import Branch, Message, Turn
+from playground.compiled import Compiled
+from tests.harness.postgres import pytest_on_postgresql
+
+pytestmark = pytest.mark.django_db
+
+
+def per_branch(session_id, since):
+    return (
+        Turn.objects.filter(session_id=session_id, requested_at__gte=since)
+        .values("branch_id", "branch__name")
+        .annotate(n=Count("id"), spent=Sum("cost_actual"), last=Max("requested_at"))
+        .order_by("branch_id")
+    )
+
+
+PER_BRANCH = Compiled(per_branch, session_id=int, since=type(timezone.now()))
+
+
+def make_turns(chat, owner, costs):
+    branch = chat.branches.get()
+    other = Branch.objects.create(session=chat, name="second")
+    start = timezone.now() - timedelta(hours=1)
+    for i, cost in enumerate(costs):
+        message = Message.objects.create(session=chat, depth=0, role="assistant", status="done", branch=branch)
+        Turn.objects.create(
+            message=message, reply=message, session=chat, branch=branch if i % 2 else other, user=owner,
+            provider=chat.provider, api=chat.api, model=chat.model, key_ref="none:", params={},
+            requested_at=start + timedelta(minutes=i), finished_at=start + timedelta(minutes=i, seconds=3), cost_actual=cost,
+        )
+    return start
+
+
+def test_rows_equal_the_querysets_for_every_value(owner, chat, make_session):
+    # Amounts a float sum gets wrong in the 12th decimal: SQLite's converter must still apply.
+    start = make_turns(chat, owner, [Decimal("0.1"), Decimal("0.000000000001"), Decimal("0.2"), None, Decimal("7.000000000009")])
+    empty, _ = make_session(owner)
+    for session_id, since in [
+        (chat.pk, start - timedelta(days=1)), (chat.pk, start + timedelta(minutes=2)), (chat.pk, start + timedelta(days=1)),
+        (empty.pk, start), (10**12, start),
+    ]:
+        expected = list(per_branch(session_id, since))
+        assert PER_BRANCH.dicts(session_id=session_id, since=since) == expected
+        assert PER_BRANCH.rows(session_id=session_id, since=since) == [tuple(d.values()) for d in expected]
+    every = PER_BRANCH.dicts(session_id=chat.pk, since=start - timedelta(days=1))
+    assert {d["branch__name"] for d in every} == {"main", "second"}
+    assert sum((d["spent"] or 0 for d in every), Decimal(0)) == Decimal("7.300000000010")
+    assert all(isinstance(d["spent"], Decimal) and d["last"].tzinfo is not None for d in every)
+
+
+def test_one_statement_and_no_orm_build_after_the_first_call(owner, chat):
+    start = make_turns(chat, owner, [Decimal("1")])
+    PER_BRANCH.rows(session_id=chat.pk, since=start)
+    built = []
+    query = Compiled(lambda session_id: built.append(session_id) or Turn.objects.filter(session_id=session_id).values_list("id"),
+                     session_id=int)
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(3):
+            assert len(query.rows(session_id=chat.pk)) == 1
+    assert len(queries) == 3 and len(built) == 1
+
+
+def test_a_parameter_the_sql_does_not_bind_is_refused(chat):
+    ignored = Compiled(lambda session_id: Turn.objects.values_list("id"), session_id=int)
+    with pytest.raises(ValueError, match="session_id"):
+        ignored.rows(session_id=chat.pk)
+    with pytest.raises(TypeError):
+        PER_BRANCH.rows(session_id=chat.pk)
+
+
+@pytest.mark.integration
+def test_the_same_on_postgresql(tmp_path):
+    if connection.vendor != "sqlite":
+        pytest.skip("already running on PostgreSQL")
+    pytest_on_postgresql(__file__, tmp_path)
