@@ -31,13 +31,18 @@ def _datetime_marker(k: int) -> datetime:
     return datetime(1901, 2, 3, 4, 5, 6, 700_000 + k, tzinfo=UTC)
 
 
-_MARKERS = {int: _int_marker, datetime: _datetime_marker}
+def _str_marker(k: int) -> str:
+    return f"\x1fcompiled-marker-{k}\x1f"
+
+
+_MARKERS = {int: _int_marker, datetime: _datetime_marker, str: _str_marker}
 
 
 class Compiled:
-    """`build(**params)` -> a `.values()` or `.values_list()` queryset, compiled once per
-    alias; `rows(**params)` / `dicts(**params)` run it. `params` name each parameter's type
-    (int or datetime)."""
+    """`build(**params)` -> a queryset, compiled once per alias; `params` name each
+    parameter's type (int, str or datetime). `rows(**values)` / `dicts(**values)` run a
+    `.values()` or `.values_list()` one; `instances(**values)` a queryset of model rows
+    (`.only()` and `select_for_update()` allowed; not `select_related`)."""
 
     def __init__(self, build: Callable[..., QuerySet], using: str = "default", **params: type):
         self.build = build
@@ -69,7 +74,14 @@ class Compiled:
             raise ValueError(f"parameters {sorted(missing)} do not reach the SQL as bound values: not a Compiled query")
         fields = [s[0] for s in compiler.select[0 : compiler.col_count]]
         names = list(query.selected) if query.selected else [*query.extra_select, *query.values_select, *query.annotation_select]
-        plan = _Plan(sql, list(params), slots, list(compiler.get_converters(fields).items()), names)
+        model_fields = None
+        if compiler.klass_info is not None:  # model rows: the columns, in order, as Model.from_db takes them
+            if compiler.klass_info.get("related_klass_infos"):
+                raise ValueError("select_related is not supported by Compiled")
+            chosen = compiler.klass_info["select_fields"]
+            start, end = chosen[0], chosen[-1] + 1  # as ModelIterable reads them
+            model_fields = (compiler.klass_info["model"], [f.target.attname for f in fields[start:end]], start, end)
+        plan = _Plan(sql, list(params), slots, list(compiler.get_converters(fields).items()), names, model_fields)
         self._plans[vendor] = plan
         return plan
 
@@ -98,12 +110,18 @@ class Compiled:
         names = self._plan().names
         return [dict(zip(names, row)) for row in self.rows(**values)]
 
+    def instances(self, **values) -> list:
+        rows = self.rows(**values)
+        model, attnames, start, end = self._plan().model_fields
+        return [model.from_db(self.using, attnames, row[start:end]) for row in rows]
+
 
 class _Plan:
-    __slots__ = ("sql", "params", "slots", "converters", "names")
+    __slots__ = ("sql", "params", "slots", "converters", "names", "model_fields")
 
-    def __init__(self, sql, params, slots, converters, names):
+    def __init__(self, sql, params, slots, converters, names, model_fields):
         self.sql, self.params, self.slots, self.converters, self.names = sql, params, slots, converters, names
+        self.model_fields = model_fields
 
 
 def _adapt(connection, value):

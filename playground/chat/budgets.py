@@ -33,6 +33,7 @@ from django.db.models import Case, Count, F, Q, When
 from django.utils import timezone
 
 from playground.caching.pricing import format_usd, turn_cost
+from playground.compiled import Compiled
 from playground.llm.types import Usage
 from playground.providers.registry import Provider, provider_get, providers
 
@@ -188,6 +189,17 @@ def _refusal(*, period: str, cap: Decimal, spent: Decimal, cost: Decimal, estima
     )
 
 
+_LOCK_BUDGET = Compiled(
+    lambda user_id, provider: Budget.objects.select_for_update().filter(user_id=user_id, provider=provider).order_by("pk")[:1],
+    user_id=int, provider=str,
+)
+
+
+def _locked_budget(*, user_id: int, provider: str) -> Budget | None:
+    """The user's caps on the provider, its row locked (compiled once: on every send's path)."""
+    return next(iter(_LOCK_BUDGET.instances(user_id=user_id, provider=provider)), None)
+
+
 def check_and_reserve(*, user, turns: list[Turn]) -> None:
     """Refuse (ChatError) when the new turns' worst case would take the user past a cap; else
     store each turn's worst case as its reservation. Call inside the transaction that created
@@ -195,13 +207,12 @@ def check_and_reserve(*, user, turns: list[Turn]) -> None:
     if not turns:
         return
     slug = turns[0].provider
-    locked = Budget.objects.select_for_update().filter(user=user, provider=slug)
-    budget = locked.first()
+    budget = _locked_budget(user_id=user.pk, provider=slug)
     if budget is None and not (operator_defaults() or operator_ceilings()):
         return  # no cap of any kind: the common case costs one indexed read
     if budget is None:
         Budget.objects.get_or_create(user=user, provider=slug)
-        budget = locked.first()  # the row is the lock: concurrent sends queue here
+        budget = _locked_budget(user_id=user.pk, provider=slug)  # the row is the lock: concurrent sends queue here
     caps = caps_for(budget)
     if not caps:
         return

@@ -33,6 +33,7 @@ from playground.caching.explain import Prediction, explain, predict, predict_exa
 from playground.caching.llama_slot import SlotRecord, kept_reply
 from playground.caching.ratewatch import MemoryRateWatch, RateWatch, RedisRateWatch
 from playground.caching.rules import RuleSet, rate_ids, rules_for
+from playground.compiled import Compiled
 from playground.derive import derived_once
 from playground.llm import llama
 from playground.llm.client import ReplyRequest
@@ -126,6 +127,22 @@ def output_tokens(*, provider: Provider, model: str, text: str) -> int:
     return len(encoding_for_model(model).encode_ordinary(text))
 
 
+def _history_rows(*, shared: bool):
+    def build(provider, before, since, exclude, user_id=None):
+        rows = Turn.objects.filter(provider=provider, fingerprint__isnull=False, requested_at__lt=before, requested_at__gte=since)
+        if not shared:
+            rows = rows.filter(user_id=user_id)
+        return rows.exclude(pk=exclude).order_by("-requested_at").values_list("fingerprint")[:HISTORY_LIMIT]
+
+    params = {"provider": str, "before": datetime, "since": datetime, "exclude": int}
+    return Compiled(build, **params, **({} if shared else {"user_id": int}))
+
+
+# Read twice a reply (its forecast and its explanation): compiled once per shape
+# (playground/compiled.py), a server's shared slot (every user's turns) or a user's own.
+_HISTORY = {shared: _history_rows(shared=shared) for shared in (False, True)}
+
+
 def history(*, provider: Provider, user_id: int, before: datetime, exclude_turn: int | None = None) -> list[Fingerprint]:
     """Earlier requests that could have warmed a cache for this one, oldest first.
 
@@ -133,15 +150,14 @@ def history(*, provider: Provider, user_id: int, before: datetime, exclude_turn:
     never share an organization's key here). llama.cpp's one slot is shared by everyone who
     uses that server, so there it is every user's requests.
     """
-    rows = Turn.objects.filter(provider=provider.slug, fingerprint__isnull=False, requested_at__lt=before,
-                               requested_at__gte=before - EXTENDED_HISTORY_WINDOW)
-    if provider.cache_rules != "llama":
-        rows = rows.filter(user_id=user_id)
-    if exclude_turn is not None:
-        rows = rows.exclude(pk=exclude_turn)
-    recent = list(rows.order_by("-requested_at").values_list("fingerprint", flat=True)[:HISTORY_LIMIT])
+    shared = provider.cache_rules == "llama"
+    # -1 excludes nothing (no turn has it): one compiled shape with or without a turn to leave out.
+    recent = _HISTORY[shared].rows(
+        provider=provider.slug, before=before, since=before - EXTENDED_HISTORY_WINDOW, exclude=exclude_turn or -1,
+        **({} if shared else {"user_id": user_id}),
+    )
     found = []
-    for data in reversed(recent):
+    for (data,) in reversed(recent):
         fp = Fingerprint.from_json(data)
         if fp.lifetime_seconds or fp.sent_at >= (before - HISTORY_WINDOW).timestamp():
             found.append(fp)

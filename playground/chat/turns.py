@@ -79,16 +79,21 @@ def check_limits(*, user) -> None:
 SESSION_DELETED = "This session was deleted, so nothing was sent. Undo the delete to keep using it."
 
 
+_LOCK_SESSION = Compiled(
+    lambda session_id: ChatSession.objects.select_for_update().filter(pk=session_id, deleted_at__isnull=True), session_id=int
+)
+
+
 def lock_session(session: ChatSession) -> ChatSession:
     """Lock the session's row while it is live and return it as locked, or refuse: a delete
     (services.session_trash updates that row) either commits first, and this refuses, or
     waits until the new turns exist and then stops them. Without the lock a send could land
     in a session just deleted, spending where nobody sees it. Inside the transaction that
     creates the turns, after any branch lock it takes (branch, then session: the one order)."""
-    locked = ChatSession.objects.select_for_update().filter(pk=session.pk, deleted_at__isnull=True).first()
-    if locked is None:
+    locked = _LOCK_SESSION.instances(session_id=session.pk)
+    if not locked:
         raise ChatError(SESSION_DELETED)
-    return locked
+    return locked[0]
 
 
 def turn_fields(*, session: ChatSession, branch: Branch | None, user, key_ref: str, session_locked: bool = False) -> dict:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from django.core.cache import cache
 from django.utils import timezone
 
+from playground.compiled import Compiled
+
 from . import crypto
 from .models import ApiKey
 from .registry import Provider, providers
@@ -51,6 +53,14 @@ def key_statuses(*, user, session) -> list[KeyStatus]:
     return statuses
 
 
+# A send looks its key up, and a reply's start reads it: both compiled once (playground/compiled.py).
+_KEY_OF = Compiled(
+    lambda user_id, provider: ApiKey.objects.filter(user_id=user_id, provider=provider).only("id", "expires_at").order_by("pk")[:1],
+    user_id=int, provider=str,
+)
+_KEY = Compiled(lambda key_id, user_id: ApiKey.objects.filter(pk=key_id, user_id=user_id), key_id=int, user_id=int)
+
+
 def key_ref_for(*, user, session, provider: Provider) -> str | None:
     """A reference to the key a new turn should use (never the key): 'eph:…', 'db:…' or 'none:'.
 
@@ -61,7 +71,7 @@ def key_ref_for(*, user, session, provider: Provider) -> str | None:
     eph = _ephemeral(session, provider)
     if eph:
         return f"eph:{eph['ref']}"
-    key = ApiKey.objects.filter(user=user, provider=provider.slug).only("id", "expires_at").first()
+    key = next(iter(_KEY_OF.instances(user_id=user.pk, provider=provider.slug)), None)
     if key and not (key.expires_at and key.expires_at <= timezone.now()):
         return f"db:{key.pk}"
     return None
@@ -81,7 +91,7 @@ def key_plaintext(*, user_id: int, key_ref: str) -> str:
             raise LookupError("session-only key is gone")
         return crypto.decrypt(token)
     if kind == "db":
-        key = ApiKey.objects.filter(pk=ident, user_id=user_id).first()
+        key = next(iter(_KEY.instances(key_id=int(ident), user_id=user_id)), None) if ident.isdigit() else None
         if key is None or (key.expires_at and key.expires_at <= timezone.now()):
             raise LookupError("stored key is gone or expired")
         return crypto.decrypt(key.ciphertext)

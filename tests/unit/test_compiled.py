@@ -13,7 +13,7 @@ from django.db.models import Count, Max, Sum
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from playground.chat.models import Branch, Message, Turn
+from playground.chat.models import Branch, ChatSession, Message, Turn
 from playground.compiled import Compiled
 from tests.harness.postgres import pytest_on_postgresql
 
@@ -73,6 +73,25 @@ def test_one_statement_and_no_orm_build_after_the_first_call(owner, chat):
         for _ in range(3):
             assert len(query.rows(session_id=chat.pk)) == 1
     assert len(queries) == 3 and len(built) == 1
+
+
+def test_instances_are_the_querysets_model_rows(owner, chat, make_session):
+    other, _ = make_session(owner)
+    query = Compiled(lambda owner_id, title: ChatSession.objects.filter(owner_id=owner_id, title=title).order_by("pk"),
+                     owner_id=int, title=str)
+    found = query.instances(owner_id=owner.pk, title=chat.title)
+    expected = list(ChatSession.objects.filter(owner=owner, title=chat.title).order_by("pk"))
+    assert [s.pk for s in found] == [chat.pk, other.pk] == [s.pk for s in expected]
+    for got, want in zip(found, expected):
+        assert {f.attname: getattr(got, f.attname) for f in ChatSession._meta.concrete_fields} == {
+            f.attname: getattr(want, f.attname) for f in ChatSession._meta.concrete_fields}
+        assert not got._state.adding and got._state.db == "default"
+    assert query.instances(owner_id=owner.pk, title="no such title") == []
+    # .only(): the other fields are deferred, as the queryset defers them.
+    slim = Compiled(lambda pk: ChatSession.objects.filter(pk=pk).only("id", "title"), pk=int).instances(pk=chat.pk)[0]
+    assert slim.get_deferred_fields() == ChatSession.objects.only("id", "title").get(pk=chat.pk).get_deferred_fields()
+    with pytest.raises(ValueError, match="select_related"):
+        Compiled(lambda pk: Branch.objects.select_related("head").filter(pk=pk), pk=int).instances(pk=1)
 
 
 def test_a_parameter_the_sql_does_not_bind_is_refused(chat):
