@@ -18,6 +18,7 @@ from django.db.models.functions import Coalesce, Greatest, Lower, StrIndex, Subs
 from django.shortcuts import get_object_or_404
 
 from playground import events
+from playground.compiled import Compiled
 
 from . import cost_selectors, tree
 from .models import Branch, ChatSession, FanOut, Message, Turn
@@ -290,6 +291,25 @@ def _shown(ids: RawSQL) -> list[Message]:
     fingerprint: the page never reads it, and it grows with the conversation (a hash per 128
     prompt tokens), so a window of deep turns would load O(window x depth) for nothing."""
     return list(Message.objects.filter(id__in=ids).select_related("turn").defer("turn__fingerprint", "turn__llama_prefix").order_by("depth"))
+
+
+_MESSAGE = Compiled(lambda message_id: Message.objects.filter(pk=message_id), message_id=int)
+_TURN_OF = Compiled(lambda message_id: Turn.objects.filter(message_id=message_id).defer("fingerprint", "llama_prefix"), message_id=int)
+
+
+def message_shown(*, message_id: int) -> Message | None:
+    """One message with its turn, as `_shown` gives them: what every tab swaps in when a turn
+    ends, rendered by each web process for each reply. Two statements compiled once
+    (playground/compiled.py) cost a third of one select_related query built each time."""
+    found = _MESSAGE.instances(message_id=message_id)
+    if not found:
+        return None
+    message = found[0]
+    turn = next(iter(_TURN_OF.instances(message_id=message_id)), None)
+    Message._meta.get_field("turn").set_cached_value(message, turn)  # None: `message.turn` raises, as after select_related
+    if turn is not None:
+        Turn._meta.get_field("message").set_cached_value(turn, message)
+    return message
 
 
 def turn_get(*, turn_id: int, user) -> Turn:

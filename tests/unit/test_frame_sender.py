@@ -108,3 +108,17 @@ def test_one_reply_that_cannot_render_does_not_hold_back_the_others(batches):
     sent = {f.message_id: f.html for _, b in batches for f in b}
     assert sent == {0: "x", 1: "x", 2: "z"}
     assert all(not s._pending for s in good), "nothing of the good replies is left behind"
+
+
+@pytest.mark.parametrize("text", [" 12 13", "", "<b>&amp;</b> \"q\" 'a'", "</div><script>alert(1)</script>", "é 😀 \u2028",
+                                  "{{ seq }} {% now 'Y' %}", "\x01text\x01 \x01id\x01"])
+def test_a_delta_frame_is_the_templates_partial_with_the_text_escaped(text):
+    """The frame is cut from the `#delta` partial once (rendering.delta): what it sends must be
+    exactly what rendering the partial gives, text escaped the same way."""
+    from django.template.loader import render_to_string
+
+    from playground.chat import rendering
+
+    expected = render_to_string("chat/session.html#delta", {"message_id": "4711", "seq": "42", "text": text})
+    assert rendering.delta(4711, 42, text) == expected
+    assert "<script>" not in rendering.delta(4711, 42, text)
