@@ -10,7 +10,10 @@ same values the queryset would give: SQLite's money sums, its datetimes).
 
 Only for reads whose shape does not depend on the values (no `__in` lists, no conditional
 filters): a value that the ORM would fold into the SQL text, or drop, is found missing at
-compile time and raises.
+compile time and raises. Whatever else the builder reads (a module constant, a setting, the
+database vendor's branch in `cost_selectors.money_sum`) is fixed at the first call per
+database vendor, like any compiled statement; a query whose shape varies gets one `Compiled`
+per shape (`insight._HISTORY`).
 """
 
 from __future__ import annotations
@@ -21,28 +24,35 @@ from datetime import UTC, datetime
 
 from django.db import connections
 from django.db.models import QuerySet
+from django.db.transaction import TransactionManagementError
 
 
-def _int_marker(k: int) -> int:
-    return -(7_340_000_000 + k)  # far outside any id, count or limit this app binds
+# Two sets of stand-ins, each compiled: a parameter is where, and only where, the two
+# compilations bind different values, each exactly its own stand-in (the check in `_compile`).
+def _int_marker(k: int, variant: int) -> int:
+    # In range of every integer column, a small one's too (PostgreSQL's ORM turns an
+    # out-of-range value into no query at all); the two sets differ in parity. A stand-in
+    # equal to a constant of the query only gets the query refused (the check in `_compile`).
+    return 30_011 + 1_001 * variant + k
 
 
-def _datetime_marker(k: int) -> datetime:
-    return datetime(1901, 2, 3, 4, 5, 6, 700_000 + k, tzinfo=UTC)
+def _datetime_marker(k: int, variant: int) -> datetime:
+    return datetime(1901 + variant, 2, 3 + k, 4, 5, 6, tzinfo=UTC)  # apart by days: kept by every backend
 
 
-def _str_marker(k: int) -> str:
-    return f"\x1fcompiled-marker-{k}\x1f"
+def _str_marker(k: int, variant: int) -> str:
+    return f"\x1fcompiled-marker-{variant}-{k}\x1f"
 
 
 _MARKERS = {int: _int_marker, datetime: _datetime_marker, str: _str_marker}
 
 
 class Compiled:
-    """`build(**params)` -> a queryset, compiled once per alias; `params` name each
+    """`build(**params)` -> a queryset, compiled once per database vendor; `params` name each
     parameter's type (int, str or datetime). `rows(**values)` / `dicts(**values)` run a
     `.values()` or `.values_list()` one; `instances(**values)` a queryset of model rows
-    (`.only()` and `select_for_update()` allowed; not `select_related`)."""
+    (`.only()`, `.defer()` and `select_for_update()` allowed; not `select_related`,
+    `prefetch_related` or annotations, which it refuses)."""
 
     def __init__(self, build: Callable[..., QuerySet], using: str = "default", **params: type):
         self.build = build
@@ -59,37 +69,58 @@ class Compiled:
                 plan = self._plans.get(vendor) or self._compile(vendor)
         return plan
 
-    def _compile(self, vendor: str) -> _Plan:
-        markers = {name: _MARKERS[kind](k) for k, (name, kind) in enumerate(self.params.items())}
-        query = self.build(**markers).query
-        compiler = query.get_compiler(self.using)
+    def _compiled(self, variant: int):
+        markers = {name: _MARKERS[kind](k, variant) for k, (name, kind) in enumerate(self.params.items())}
+        queryset = self.build(**markers)
+        compiler = queryset.query.get_compiler(self.using)
         sql, params = compiler.as_sql()
         connection = connections[self.using]
-        adapted = {name: _adapt(connection, value) for name, value in markers.items()}
-        slots: list[str | None] = []
-        for value in params:
-            slots.append(next((name for name, marker in adapted.items() if _same(value, marker)), None))
+        return queryset, compiler, sql, list(params), {name: _adapt(connection, value) for name, value in markers.items()}
+
+    def _compile(self, vendor: str) -> _Plan:
+        queryset, compiler, sql, params, adapted = self._compiled(0)
+        _, _, other_sql, other_params, other_adapted = self._compiled(1)
+        slots = [next((name for name, marker in adapted.items() if _same(value, marker)), None) for value in params]
+        # The SQL must not depend on the values, and a value must reach it only as itself: a
+        # parameter the ORM folded into the text, dropped, or changed (`__contains` binds
+        # "%value%") would be frozen at the stand-in. Refused here, never run wrong.
+        shaped_alike = other_sql == sql and len(other_params) == len(params)
+        if not shaped_alike or any(
+            (name is None and b != a) or (name is not None and not _same(b, other_adapted[name]))
+            for a, b, name in zip(params, other_params, slots)
+        ):
+            raise ValueError("its SQL depends on the parameters' values, or one is bound changed: not a Compiled query")
         missing = set(self.params) - set(slots)
         if missing:
             raise ValueError(f"parameters {sorted(missing)} do not reach the SQL as bound values: not a Compiled query")
+        query = queryset.query
         fields = [s[0] for s in compiler.select[0 : compiler.col_count]]
         names = list(query.selected) if query.selected else [*query.extra_select, *query.values_select, *query.annotation_select]
         model_fields = None
-        if compiler.klass_info is not None:  # model rows: the columns, in order, as Model.from_db takes them
-            if compiler.klass_info.get("related_klass_infos"):
-                raise ValueError("select_related is not supported by Compiled")
+        if compiler.klass_info is not None and not query.values_select:  # model rows, as Model.from_db takes them
+            if compiler.klass_info.get("related_klass_infos") or queryset._prefetch_related_lookups or compiler.annotation_col_map:
+                raise ValueError("select_related, prefetch_related and annotations are not supported by Compiled.instances")
             chosen = compiler.klass_info["select_fields"]
             start, end = chosen[0], chosen[-1] + 1  # as ModelIterable reads them
             model_fields = (compiler.klass_info["model"], [f.target.attname for f in fields[start:end]], start, end)
-        plan = _Plan(sql, list(params), slots, list(compiler.get_converters(fields).items()), names, model_fields)
+        plan = _Plan(sql, params, slots, list(compiler.get_converters(fields).items()), names, model_fields, query.select_for_update)
         self._plans[vendor] = plan
         return plan
 
     def rows(self, **values) -> list[tuple]:
         if values.keys() != self.params.keys():
             raise TypeError(f"expected {sorted(self.params)}, got {sorted(values)}")
+        for name, value in values.items():
+            # Bound as they are, not through a lookup: None would be `= NULL` (no rows), and a
+            # naive datetime would be read as UTC, not as the ORM reads it.
+            kind = self.params[name]
+            if not isinstance(value, kind) or isinstance(value, bool) or (kind is datetime and value.tzinfo is None):
+                raise TypeError(f"{name} must be an aware {kind.__name__}, got {value!r}" if kind is datetime
+                                else f"{name} must be a {kind.__name__}, got {value!r}")
         plan = self._plan()
         connection = connections[self.using]
+        if plan.locks and connection.features.has_select_for_update and connection.get_autocommit():
+            raise TransactionManagementError("select_for_update cannot be used outside of a transaction.")
         bound = [fixed if name is None else _adapt(connection, values[name]) for fixed, name in zip(plan.params, plan.slots)]
         with connection.cursor() as cursor:
             cursor.execute(plan.sql, bound)
@@ -112,16 +143,19 @@ class Compiled:
 
     def instances(self, **values) -> list:
         rows = self.rows(**values)
-        model, attnames, start, end = self._plan().model_fields
+        model_fields = self._plan().model_fields
+        if model_fields is None:
+            raise TypeError("instances() needs a queryset of model rows, not values()")
+        model, attnames, start, end = model_fields
         return [model.from_db(self.using, attnames, row[start:end]) for row in rows]
 
 
 class _Plan:
-    __slots__ = ("sql", "params", "slots", "converters", "names", "model_fields")
+    __slots__ = ("sql", "params", "slots", "converters", "names", "model_fields", "locks")
 
-    def __init__(self, sql, params, slots, converters, names, model_fields):
+    def __init__(self, sql, params, slots, converters, names, model_fields, locks):
         self.sql, self.params, self.slots, self.converters, self.names = sql, params, slots, converters, names
-        self.model_fields = model_fields
+        self.model_fields, self.locks = model_fields, locks
 
 
 def _adapt(connection, value):

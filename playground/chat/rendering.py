@@ -46,9 +46,9 @@ def _delta_parts() -> tuple[str, str, str, str]:
 
 def delta(message_id: int, seq: int, text: str) -> str:
     """One delta frame: the `#delta` partial with these values, the text escaped as the
-    template escapes it (tests/unit/test_turn_ended_render.py checks both are the same)."""
+    template escapes it (tests/unit/test_frame_sender.py checks both are the same)."""
     head, middle, before_text, tail = _delta_parts()
-    return f"{head}{message_id}{middle}{seq}{before_text}{escape(text)}{tail}"
+    return f"{head}{int(message_id)}{middle}{int(seq)}{before_text}{escape(text)}{tail}"
 
 
 def snapshot(*, message_id: int, seq: int, text: str) -> str:

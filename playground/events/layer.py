@@ -39,8 +39,10 @@ class _BoundedLoopLayer(RedisPubSubLoopLayer):
                 shard._ensure_redis()
                 async with shard._redis.pipeline(transaction=False) as pipe:
                     for key, value, ttl, group_channel, payload in commands:
-                        pipe.set(key, value, ex=ttl)
-                        pipe.publish(group_channel, payload)
+                        # The commands as such: redis-py's `set` inspects its arguments on
+                        # every call (5% of a worker's CPU at 200 replies, per frame).
+                        pipe.execute_command("SET", key, value, "EX", ttl)
+                        pipe.execute_command("PUBLISH", group_channel, payload)
                     await pipe.execute()
 
 

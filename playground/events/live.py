@@ -57,13 +57,20 @@ class _RedisLive:
 
     @staticmethod
     def _encode(seq: int, text: str) -> str:
-        return json.dumps([seq, text])
+        """`<seq>:<text>`: written with every delta frame, the whole text so far each time, so
+        a JSON encoding (escaping it all again per frame) was 4% of a worker's CPU."""
+        return f"{seq}:{text}"
 
     @staticmethod
     def _decode(raw) -> tuple[int, str] | None:
         if raw is None:
             return None
-        seq, text = json.loads(raw)
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8")
+        if raw.startswith("["):  # written by a worker from before the change (kept an hour)
+            seq, text = json.loads(raw)
+            return int(seq), text
+        seq, _, text = raw.partition(":")
         return int(seq), text
 
     async def aset(self, message_id: int, seq: int, text: str) -> None:

@@ -91,7 +91,9 @@ def key_plaintext(*, user_id: int, key_ref: str) -> str:
             raise LookupError("session-only key is gone")
         return crypto.decrypt(token)
     if kind == "db":
-        key = next(iter(_KEY.instances(key_id=int(ident), user_id=user_id)), None) if ident.isdigit() else None
+        # A reference the app never wrote (not a row id) finds no key, as the ORM's lookup did.
+        key_id = int(ident) if ident.isascii() and ident.isdigit() and len(ident) < 19 else None
+        key = next(iter(_KEY.instances(key_id=key_id, user_id=user_id)), None) if key_id is not None else None
         if key is None or (key.expires_at and key.expires_at <= timezone.now()):
             raise LookupError("stored key is gone or expired")
         return crypto.decrypt(key.ciphertext)

@@ -4,6 +4,9 @@ the installed channels-redis: one PUBLISH per event, and a bounded queue per tab
 from __future__ import annotations
 
 import asyncio
+import json
+
+import pytest
 
 from playground import events
 from tests.harness.servers import REDIS_BASE
@@ -101,3 +104,32 @@ def test_in_the_pipeline_each_frames_set_precedes_its_publish(monkeypatch):
     names = [(cmd, key if cmd == "SET" else None) for cmd, key in queued]
     assert [cmd for cmd, _ in names] == ["SET", "PUBLISH"] * 5
     assert [key for cmd, key in names if cmd == "SET"] == [f"pcp:test:order:{n}" for n in range(5)]
+
+
+@pytest.mark.parametrize("text", ["", " 1 2 3", "a:b:c\n\r\n", "12:34", "é 😀 \x01", "[not json"])
+def test_the_live_text_reads_back_as_written(text):
+    """The live store's value is `<seq>:<text>` (no JSON to escape the whole text again every
+    frame): any text reads back exactly, through Redis and through the frame pipeline, and a
+    value a worker wrote in the old JSON form still reads."""
+    import redis
+
+    from playground.events.live import LIVE_TTL_SECONDS, _RedisLive
+
+    live = _RedisLive(REDIS_URL)
+    message_id = 10**9 + len(text)
+    asyncio.run(live.aset(message_id, 7, text))
+    assert live.get(message_id) == (7, text)
+
+    async def through_the_pipeline():
+        layer = _layer()
+        await layer.set_and_group_send_many(
+            [(_RedisLive._key(message_id), _RedisLive._encode(8, text), LIVE_TTL_SECONDS, "pcp-test-live", {"type": "x"})]
+        )
+        await layer.flush()
+        return await live.aget(message_id)
+
+    assert asyncio.run(through_the_pipeline()) == (8, text)
+    redis.Redis.from_url(REDIS_URL).set(_RedisLive._key(message_id), json.dumps([9, text]))
+    assert live.get(message_id) == (9, text)
+    asyncio.run(live.aclear(message_id))
+    assert live.get(message_id) is None

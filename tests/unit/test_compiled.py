@@ -8,7 +8,8 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
+from django.db.transaction import TransactionManagementError
 from django.db.models import Count, Max, Sum
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -72,7 +73,7 @@ def test_one_statement_and_no_orm_build_after_the_first_call(owner, chat):
     with CaptureQueriesContext(connection) as queries:
         for _ in range(3):
             assert len(query.rows(session_id=chat.pk)) == 1
-    assert len(queries) == 3 and len(built) == 1
+    assert len(queries) == 3 and len(built) == 2  # built twice (two sets of stand-ins), then never again
 
 
 def test_instances_are_the_querysets_model_rows(owner, chat, make_session):
@@ -92,14 +93,50 @@ def test_instances_are_the_querysets_model_rows(owner, chat, make_session):
     assert slim.get_deferred_fields() == ChatSession.objects.only("id", "title").get(pk=chat.pk).get_deferred_fields()
     with pytest.raises(ValueError, match="select_related"):
         Compiled(lambda pk: Branch.objects.select_related("head").filter(pk=pk), pk=int).instances(pk=1)
+    with pytest.raises(ValueError, match="prefetch_related"):
+        Compiled(lambda pk: Branch.objects.prefetch_related("session").filter(pk=pk), pk=int).instances(pk=1)
 
 
-def test_a_parameter_the_sql_does_not_bind_is_refused(chat):
+def test_a_parameter_the_sql_does_not_bind_as_itself_is_refused(chat):
     ignored = Compiled(lambda session_id: Turn.objects.values_list("id"), session_id=int)
     with pytest.raises(ValueError, match="session_id"):
         ignored.rows(session_id=chat.pk)
+    # Bound once as itself and once changed ("%value%"): the changed one would stay the stand-in.
+    changed = Compiled(lambda s: Turn.objects.filter(provider=s, model__contains=s).values_list("id"), s=str)
+    with pytest.raises(ValueError, match="depends on the parameters"):
+        changed.rows(s="gpt")
+    # The SQL's shape depends on the value.
+    shaped = Compiled(lambda n: Turn.objects.filter(attempt__gte=n).values_list("id")[: 1 + n % 2], n=int)
+    with pytest.raises(ValueError, match="depends on the parameters"):
+        shaped.rows(n=1)
+
+
+def test_values_are_checked_before_they_are_bound(owner, chat):
     with pytest.raises(TypeError):
-        PER_BRANCH.rows(session_id=chat.pk)
+        PER_BRANCH.rows(session_id=chat.pk)  # one missing
+    with pytest.raises(TypeError, match="session_id"):
+        PER_BRANCH.rows(session_id=None, since=timezone.now())  # the ORM would say IS NULL; `= NULL` finds nothing
+    with pytest.raises(TypeError, match="aware"):
+        PER_BRANCH.rows(session_id=chat.pk, since=timezone.now().replace(tzinfo=None))
+    with pytest.raises(TypeError):
+        PER_BRANCH.rows(session_id=True, since=timezone.now())
+    with pytest.raises(TypeError, match="model rows"):
+        PER_BRANCH.instances(session_id=chat.pk, since=timezone.now())
+    # An ordinary 32-bit primary key (auth's user) takes the stand-ins on every backend.
+    user = Compiled(lambda pk: type(owner).objects.filter(pk=pk), pk=int)
+    assert [u.pk for u in user.instances(pk=owner.pk)] == [owner.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_lock_outside_a_transaction_is_refused_as_the_orm_refuses_it(chat):
+    lock = Compiled(lambda pk: ChatSession.objects.select_for_update().filter(pk=pk), pk=int)
+    with transaction.atomic():
+        assert [s.pk for s in lock.instances(pk=chat.pk)] == [chat.pk]
+    if connection.features.has_select_for_update:
+        with pytest.raises(TransactionManagementError):
+            lock.instances(pk=chat.pk)
+        with pytest.raises(TransactionManagementError):
+            list(ChatSession.objects.select_for_update().filter(pk=chat.pk))
 
 
 @pytest.mark.integration
