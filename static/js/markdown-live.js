@@ -105,6 +105,17 @@
     if (target.matches(".msg-body.live")) schedule(target);
     else scan(target);  // a message (re)appears mid-reply
   });
+  // A reply's end replaces its whole article, sometimes in the same moment as its last delta
+  // (the end's frame follows it on the socket): render text still waiting for its animation
+  // frame first, so the view the server's HTML replaces is the whole text, and the swap
+  // keeps the reply where it is instead of jumping by its last words.
+  document.addEventListener("htmx:oobBeforeSwap", function (evt) {
+    var target = evt.detail.target;
+    if (!target || !target.querySelector || !pending.length) return;
+    var raw = target.matches(".msg-body.live") ? null : target.querySelector(".msg-body.live[id^='body-']");
+    var at = raw ? pending.indexOf(raw) : -1;
+    if (at >= 0) { pending.splice(at, 1); render(raw); }
+  });
   document.addEventListener("htmx:afterSwap", function (evt) { if (evt.detail.target) scan(evt.detail.target.parentElement || document); });
   document.addEventListener("DOMContentLoaded", function () { scan(document); });
 
