@@ -149,6 +149,10 @@ class Compiled:
         model, attnames, start, end = model_fields
         return [model.from_db(self.using, attnames, row[start:end]) for row in rows]
 
+    def first(self, **values):
+        """The first model row, or None (the query's own filter or slice makes it one)."""
+        return next(iter(self.instances(**values)), None)
+
 
 class _Plan:
     __slots__ = ("sql", "params", "slots", "converters", "names", "model_fields", "locks")

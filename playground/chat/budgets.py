@@ -197,7 +197,7 @@ _LOCK_BUDGET = Compiled(
 
 def _locked_budget(*, user_id: int, provider: str) -> Budget | None:
     """The user's caps on the provider, its row locked (compiled once: on every send's path)."""
-    return next(iter(_LOCK_BUDGET.instances(user_id=user_id, provider=provider)), None)
+    return _LOCK_BUDGET.first(user_id=user_id, provider=provider)
 
 
 def check_and_reserve(*, user, turns: list[Turn]) -> None:

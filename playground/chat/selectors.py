@@ -294,7 +294,7 @@ def _shown(ids: RawSQL) -> list[Message]:
 
 
 _MESSAGE_COLUMNS = [f.attname for f in Message._meta.concrete_fields]
-_TURN_COLUMNS = [f.attname for f in Turn._meta.concrete_fields if f.name not in ("fingerprint", "llama_prefix")]
+_TURN_COLUMNS = [f.attname for f in Turn._meta.concrete_fields if f.name not in cost_selectors.UNREAD]
 # The message and its turn in one row (one statement, one snapshot: a retry committing
 # meanwhile cannot pair the message before it with the attempt after it).
 _MESSAGE_SHOWN = Compiled(

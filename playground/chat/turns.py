@@ -90,10 +90,10 @@ def lock_session(session: ChatSession) -> ChatSession:
     waits until the new turns exist and then stops them. Without the lock a send could land
     in a session just deleted, spending where nobody sees it. Inside the transaction that
     creates the turns, after any branch lock it takes (branch, then session: the one order)."""
-    locked = _LOCK_SESSION.instances(session_id=session.pk)
-    if not locked:
+    locked = _LOCK_SESSION.first(session_id=session.pk)
+    if locked is None:
         raise ChatError(SESSION_DELETED)
-    return locked[0]
+    return locked
 
 
 def turn_fields(*, session: ChatSession, branch: Branch | None, user, key_ref: str, session_locked: bool = False) -> dict:

@@ -71,7 +71,7 @@ def key_ref_for(*, user, session, provider: Provider) -> str | None:
     eph = _ephemeral(session, provider)
     if eph:
         return f"eph:{eph['ref']}"
-    key = next(iter(_KEY_OF.instances(user_id=user.pk, provider=provider.slug)), None)
+    key = _KEY_OF.first(user_id=user.pk, provider=provider.slug)
     if key and not (key.expires_at and key.expires_at <= timezone.now()):
         return f"db:{key.pk}"
     return None
@@ -93,7 +93,7 @@ def key_plaintext(*, user_id: int, key_ref: str) -> str:
     if kind == "db":
         # A reference the app never wrote (not a row id) finds no key, as the ORM's lookup did.
         key_id = int(ident) if ident.isascii() and ident.isdigit() and len(ident) < 19 else None
-        key = next(iter(_KEY.instances(key_id=key_id, user_id=user_id)), None) if key_id is not None else None
+        key = _KEY.first(key_id=key_id, user_id=user_id) if key_id is not None else None
         if key is None or (key.expires_at and key.expires_at <= timezone.now()):
             raise LookupError("stored key is gone or expired")
         return crypto.decrypt(key.ciphertext)
