@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 
 from django.db import connections
 from django.db.models import QuerySet
+from django.db.models.query import get_related_populators
 from django.db.transaction import TransactionManagementError
 
 
@@ -51,7 +52,8 @@ class Compiled:
     """`build(**params)` -> a queryset, compiled once per database vendor; `params` name each
     parameter's type (int, str or datetime). `rows(**values)` / `dicts(**values)` run a
     `.values()` or `.values_list()` one; `instances(**values)` a queryset of model rows
-    (`.only()`, `.defer()` and `select_for_update()` allowed; not `select_related`,
+    (`.only()`, `.defer()`, `select_related()` and `select_for_update()` allowed, the related
+    rows filled in by Django's own populators as the queryset fills them; not
     `prefetch_related` or annotations, which it refuses)."""
 
     def __init__(self, build: Callable[..., QuerySet], using: str = "default", **params: type):
@@ -98,11 +100,14 @@ class Compiled:
         names = list(query.selected) if query.selected else [*query.extra_select, *query.values_select, *query.annotation_select]
         model_fields = None
         if compiler.klass_info is not None and not query.values_select:  # model rows, as Model.from_db takes them
-            if compiler.klass_info.get("related_klass_infos") or queryset._prefetch_related_lookups or compiler.annotation_col_map:
-                raise ValueError("select_related, prefetch_related and annotations are not supported by Compiled.instances")
+            if queryset._prefetch_related_lookups or compiler.annotation_col_map or queryset._fetch_mode.track_peers:
+                raise ValueError("prefetch_related, annotations and peer fetching are not supported by Compiled.instances")
             chosen = compiler.klass_info["select_fields"]
             start, end = chosen[0], chosen[-1] + 1  # as ModelIterable reads them
-            model_fields = (compiler.klass_info["model"], [f.target.attname for f in fields[start:end]], start, end)
+            # The select_related rows, as ModelIterable fills them in; made once: without peer
+            # tracking a populator keeps no state between rows.
+            related = get_related_populators(compiler.klass_info, compiler.select, self.using, queryset._fetch_mode)
+            model_fields = (compiler.klass_info["model"], [f.target.attname for f in fields[start:end]], start, end, related)
         plan = _Plan(sql, params, slots, list(compiler.get_converters(fields).items()), names, model_fields, query.select_for_update)
         self._plans[vendor] = plan
         return plan
@@ -146,12 +151,24 @@ class Compiled:
         model_fields = self._plan().model_fields
         if model_fields is None:
             raise TypeError("instances() needs a queryset of model rows, not values()")
-        model, attnames, start, end = model_fields
-        return [model.from_db(self.using, attnames, row[start:end]) for row in rows]
+        model, attnames, start, end, related = model_fields
+        out = []
+        for row in rows:
+            obj = model.from_db(self.using, attnames, row[start:end])
+            for populator in related:
+                populator.populate(row, obj)
+            out.append(obj)
+        return out
 
     def first(self, **values):
         """The first model row, or None (the query's own filter or slice makes it one)."""
         return next(iter(self.instances(**values)), None)
+
+
+def is_row_id(value: int) -> bool:
+    """Whether an id from outside (a URL) can be bound at all: SQLite refuses an integer past
+    64 bits where the ORM finds no row. A caller checks before binding such a value."""
+    return -(2**63) <= value < 2**63
 
 
 class _Plan:

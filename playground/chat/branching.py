@@ -295,7 +295,7 @@ def branch_return(*, branch: Branch, user) -> Message:
             raise ChatError("The answer is still streaming; return it once it has finished.")
         if not answer.content.strip():
             raise ChatError("This branch's last answer is empty; retry or regenerate it first.")
-        parent = Branch.objects.select_for_update(of=("self",)).select_related("head").get(pk=branch.parent_branch_id)
+        parent = turns.lock_branch(branch.parent_branch_id)
         if parent.head is not None and parent.head.in_flight:
             raise ChatError(f"A reply is still streaming on “{parent.name}”; return this answer when it has finished.")
         content = f"Result from branch “{branch.name}”:\n\n{_quote(answer.content)}"
@@ -341,7 +341,7 @@ def fanout_join(*, fanout: FanOut, wait_for_running: bool = True) -> Message | N
         now = timezone.now()
         if not FanOut.objects.filter(pk=fanout.pk, joined_at__isnull=True).update(joined_at=now):
             return None
-        parent = Branch.objects.select_for_update(of=("self",)).select_related("head").get(pk=fanout.parent_branch_id)
+        parent = turns.lock_branch(fanout.parent_branch_id)
         message = _append_result(branch=parent, content=_join_content(fanout, replies), source_fanout=fanout)
         FanOut.objects.filter(pk=fanout.pk).update(join_message=message)
         fanout.joined_at, fanout.join_message = now, message

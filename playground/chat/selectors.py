@@ -15,10 +15,11 @@ from django.db import connection
 from django.db.models import Exists, F, OuterRef, Q, Subquery, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, Greatest, Lower, StrIndex, Substr
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 
 from playground import events
-from playground.compiled import Compiled
+from playground.compiled import Compiled, is_row_id
 
 from . import cost_selectors, tree
 from .models import Branch, ChatSession, FanOut, Message, Turn
@@ -229,14 +230,23 @@ def branch_get(*, session: ChatSession, branch_id: int) -> Branch:
     return get_object_or_404(Branch, pk=branch_id, session=session)
 
 
+_SESSION_BRANCH = Compiled(
+    lambda branch_id, session_id, owner_id: Branch.objects.select_related("session").filter(
+        pk=branch_id, session_id=session_id, session__owner_id=owner_id, session__deleted_at__isnull=True
+    ),
+    branch_id=int, session_id=int, owner_id=int,
+)
+
+
 def session_branch_get(*, session_id: int, branch_id: int, user) -> tuple[ChatSession, Branch]:
     """`session_get` and `branch_get` in one query: the views under a branch's URL (a send is
-    on every reply's critical path, and every statement costs it about half a millisecond)."""
-    branch = get_object_or_404(
-        Branch.objects.select_related("session"),
-        pk=branch_id, session_id=session_id, session__owner=user, session__deleted_at__isnull=True,
-    )
-    return branch.session, branch
+    on every reply's critical path). Compiled once (playground/compiled.py): the ORM's build
+    of this join cost a send 0.9 ms of CPU for a 0.1 ms statement."""
+    found = _SESSION_BRANCH.first(branch_id=branch_id, session_id=session_id, owner_id=user.pk) if (
+        is_row_id(branch_id) and is_row_id(session_id)) else None
+    if found is None:
+        raise Http404("No such branch.")
+    return found.session, found
 
 
 def branch_default(*, session: ChatSession) -> Branch:

@@ -135,13 +135,7 @@ def message_send(*, session: ChatSession, branch: Branch, user, content: str, we
     content = turns.validate_content(content)
     key_ref = turns.key_ref_of(session=session, user=user, web_session=web_session)
     with transaction.atomic():
-        # The branch's row first, then the session's (turns.lock_session), the order every
-        # service takes them in: two transactions that each hold one never wait on each other.
-        branch = Branch.objects.select_for_update(of=("self",)).select_related("head").get(pk=branch.pk)
-        if branch.head_id is not None and (branch.head is None or branch.head.pk != branch.head_id):
-            # A send that waited for the lock sees the head another send just committed, but
-            # the joined row as it was (PostgreSQL rechecks only the locked rows): read it.
-            branch.head = Message.objects.get(pk=branch.head_id)
+        branch = turns.lock_branch(branch.pk)  # the branch's row first, then the session's
         locked = turns.lock_session(session)
         if locked.provider != session.provider:  # switched meanwhile: the key follows it
             key_ref = turns.key_ref_of(session=locked, user=user, web_session=web_session)

@@ -96,6 +96,26 @@ def lock_session(session: ChatSession) -> ChatSession:
     return locked
 
 
+_LOCK_BRANCH = Compiled(
+    lambda branch_id: Branch.objects.select_for_update(of=("self",)).select_related("head").filter(pk=branch_id), branch_id=int
+)
+
+
+def lock_branch(branch_id: int) -> Branch:
+    """Lock a branch's row and return it with its head as of now (inside a transaction,
+    before any session lock: branch, then session, the order every service takes them in, so
+    two transactions that each hold one never wait on each other). What a message appended
+    to the branch hangs under."""
+    branch = _LOCK_BRANCH.first(branch_id=branch_id)
+    if branch is None:
+        raise Branch.DoesNotExist(f"branch {branch_id} is gone")
+    if branch.head_id is not None and (branch.head is None or branch.head.pk != branch.head_id):
+        # A lock that waited sees the head another transaction just committed, but the joined
+        # row as it was (PostgreSQL rechecks only the locked rows): read it.
+        branch.head = Message.objects.get(pk=branch.head_id)
+    return branch
+
+
 def turn_fields(*, session: ChatSession, branch: Branch | None, user, key_ref: str, session_locked: bool = False) -> dict:
     """A Turn's request snapshot: later settings changes never rewrite what was sent.
 

@@ -91,10 +91,42 @@ def test_instances_are_the_querysets_model_rows(owner, chat, make_session):
     # .only(): the other fields are deferred, as the queryset defers them.
     slim = Compiled(lambda pk: ChatSession.objects.filter(pk=pk).only("id", "title"), pk=int).instances(pk=chat.pk)[0]
     assert slim.get_deferred_fields() == ChatSession.objects.only("id", "title").get(pk=chat.pk).get_deferred_fields()
-    with pytest.raises(ValueError, match="select_related"):
-        Compiled(lambda pk: Branch.objects.select_related("head").filter(pk=pk), pk=int).instances(pk=1)
     with pytest.raises(ValueError, match="prefetch_related"):
         Compiled(lambda pk: Branch.objects.prefetch_related("session").filter(pk=pk), pk=int).instances(pk=1)
+
+
+def fields_of(obj) -> dict:
+    return {f.attname: getattr(obj, f.attname) for f in type(obj)._meta.concrete_fields if f.attname in obj.__dict__}
+
+
+def test_select_related_rows_come_filled_in_as_the_querysets(owner, chat):
+    """Forward (a branch's session, its nullable head) and reverse one-to-one (a message's
+    turn), a missing related row as None, a deferred related column deferred: as the queryset."""
+    make_turns(chat, owner, [Decimal("0.5")])
+    main = chat.branches.get(name="main")
+    headless = Branch.objects.create(session=chat, name="no head")
+    main.head = Message.objects.filter(session=chat).first()
+    main.save(update_fields=["head"])
+    branches = Compiled(lambda session_id: Branch.objects.select_related("session", "head").filter(session_id=session_id).order_by("pk"),
+                        session_id=int)
+    got, want = branches.instances(session_id=chat.pk), list(
+        Branch.objects.select_related("session", "head").filter(session_id=chat.pk).order_by("pk"))
+    assert [b.pk for b in got] == [b.pk for b in want] and headless.pk in [b.pk for b in got]
+    with CaptureQueriesContext(connection) as queries:
+        for g, w in zip(got, want, strict=True):
+            assert fields_of(g) == fields_of(w) and fields_of(g.session) == fields_of(w.session)
+            assert (g.head and fields_of(g.head)) == (w.head and fields_of(w.head))
+    assert len(queries) == 0  # all of it came with the one statement
+    message = Message.objects.filter(session=chat, turn__isnull=False).first()
+    bare = Message.objects.create(session=chat, depth=0, role="user", content="no turn", branch=main)
+    shown = Compiled(lambda pk: Message.objects.select_related("turn").defer("turn__fingerprint").filter(pk=pk), pk=int)
+    with_turn, without = shown.first(pk=message.pk), shown.first(pk=bare.pk)
+    expected = Message.objects.select_related("turn").defer("turn__fingerprint").get(pk=message.pk)
+    assert fields_of(with_turn.turn) == fields_of(expected.turn) and with_turn.turn.message is with_turn
+    assert with_turn.turn.get_deferred_fields() == expected.turn.get_deferred_fields() == {"fingerprint"}
+    with CaptureQueriesContext(connection) as queries, pytest.raises(Turn.DoesNotExist):
+        without.turn  # noqa: B018 - known missing, as after select_related: no query
+    assert len(queries) == 0
 
 
 def test_a_parameter_the_sql_does_not_bind_as_itself_is_refused(chat):

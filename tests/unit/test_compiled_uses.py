@@ -1,18 +1,23 @@
 """Every read that became a `Compiled` query gives what the queryset it replaced gave (kept
 here verbatim as the reference): a send's limit counts, a reply's cache history, the message a
-turn's end swaps in, and a key reference the app never wrote."""
+turn's end swaps in, a key reference the app never wrote, a branch page's session and branch,
+a send's branch lock, a reply's claim, and a request's session row."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import pytest
+from django.contrib.sessions.backends.db import SessionStore as DjangoSessionStore
+from django.db import transaction
 from django.db.models import Count, Q
+from django.http import Http404
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from playground.chat import insight, rendering, selectors, turns
-from playground.chat.models import Message, Turn
+from playground.accounts.sessions import SessionStore
+from playground.chat import generation, insight, rendering, selectors, turns
+from playground.chat.models import Branch, Message, Turn
 from playground.providers.registry import providers
 from playground.providers.selectors import key_plaintext
 from tests.harness.postgres import pytest_on_postgresql
@@ -123,6 +128,64 @@ def test_a_stored_key_is_found_by_its_owner_only(owner, make_key, make_user):
     assert key_plaintext(user_id=owner.pk, key_ref=f"db:{key.pk}") == "sk-test-compiled-0123456789"
     with pytest.raises(LookupError):
         key_plaintext(user_id=make_user("thief").pk, key_ref=f"db:{key.pk}")
+
+
+def fields(obj) -> dict:
+    return {f.attname: getattr(obj, f.attname) for f in type(obj)._meta.concrete_fields}
+
+
+def test_a_branch_pages_session_and_branch(owner, chat, make_user, make_session):
+    branch = chat.branches.get()
+    old = Branch.objects.select_related("session").get(pk=branch.pk, session_id=chat.pk, session__owner=owner, session__deleted_at__isnull=True)
+    got_chat, got_branch = selectors.session_branch_get(session_id=chat.pk, branch_id=branch.pk, user=owner)
+    assert fields(got_branch) == fields(old) and fields(got_chat) == fields(old.session) and got_branch.session is got_chat
+    other, other_branch = make_session(owner)
+    stranger = make_user("stranger")
+    for session_id, branch_id, user in [
+        (chat.pk, branch.pk, stranger), (other.pk, branch.pk, owner), (chat.pk, other_branch.pk, owner),
+        (chat.pk, 2**63, owner), (2**64, branch.pk, owner), (-(2**63) - 1, branch.pk, owner),
+    ]:
+        with pytest.raises(Http404):
+            selectors.session_branch_get(session_id=session_id, branch_id=branch_id, user=user)
+    chat.deleted_at = timezone.now()
+    chat.save(update_fields=["deleted_at"])
+    with pytest.raises(Http404):
+        selectors.session_branch_get(session_id=chat.pk, branch_id=branch.pk, user=owner)
+
+
+def test_a_sends_branch_lock_reads_the_head_as_of_now(owner, chat):
+    branch = chat.branches.get()
+    with transaction.atomic():
+        assert turns.lock_branch(branch.pk).head is None
+    message = add_turn(chat, owner)
+    Branch.objects.filter(pk=branch.pk).update(head=message)
+    with transaction.atomic():
+        locked = turns.lock_branch(branch.pk)
+        assert fields(locked) == fields(Branch.objects.get(pk=branch.pk)) and fields(locked.head) == fields(message)
+    with transaction.atomic(), pytest.raises(Branch.DoesNotExist):
+        turns.lock_branch(10**12)
+
+
+def test_a_replys_claim(owner, chat):
+    message = add_turn(chat, owner, status="pending")
+    with transaction.atomic():
+        old = Turn.objects.select_for_update(of=("self",)).select_related("message").filter(pk=message.turn.pk).first()
+        new = generation._CLAIM.first(turn_id=message.turn.pk)
+    assert fields(new) == fields(old) and fields(new.message) == fields(old.message)
+    with transaction.atomic():
+        assert generation._CLAIM.first(turn_id=10**12) is None
+
+
+def test_a_requests_session_row(owner):
+    store = SessionStore()
+    store["_auth_user_id"], store["note"] = str(owner.pk), "kept"
+    store.create()
+    assert SessionStore(store.session_key).load() == DjangoSessionStore(store.session_key).load() == {"_auth_user_id": str(owner.pk), "note": "kept"}
+    store.get_model_class().objects.filter(session_key=store.session_key).update(expire_date=timezone.now() - timedelta(seconds=1))
+    for expired in (SessionStore(store.session_key), DjangoSessionStore(store.session_key)):
+        assert expired.load() == {} and expired.session_key is None  # unknown or expired: a new session
+    unknown = SessionStore("x" * 32)
+    assert unknown.load() == {} and unknown.session_key is None
 
 
 @pytest.mark.integration
