@@ -22,9 +22,11 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from django.db import connections
-from django.db.models import QuerySet
+from django.db import DatabaseError, connections, transaction
+from django.db.models import Model, QuerySet, signals
+from django.db.models.fields import AutoFieldMixin
 from django.db.models.query import get_related_populators
+from django.db.models.sql import InsertQuery
 from django.db.transaction import TransactionManagementError
 
 
@@ -163,6 +165,97 @@ class Compiled:
     def first(self, **values):
         """The first model row, or None (the query's own filter or slice makes it one)."""
         return next(iter(self.instances(**values)), None)
+
+
+# --- writes ---------------------------------------------------------------------------------
+# A new row and a save of some fields, for plain models (no parent models, a primary key the
+# database assigns, no database defaults or generated columns): Model.save() with the SQL made
+# once per model and database vendor. The values go through each field's own pre_save and
+# get_db_prep_save, as the ORM's compiler passes them; the signals are sent as save() sends
+# them; an error inside a transaction marks it for rollback, as save() does.
+
+_INSERTS: dict[tuple[type, str, str], tuple[str, list, list]] = {}
+_UPDATES: dict[tuple[type, tuple[str, ...], str, str], tuple[str, list]] = {}
+
+
+def _plain(model: type[Model]) -> None:
+    meta = model._meta
+    if meta.parents or not isinstance(meta.pk, AutoFieldMixin) or any(
+        f.generated or f.has_db_default() or hasattr(f, "get_placeholder_sql") or hasattr(f, "get_placeholder")
+        for f in meta.local_concrete_fields
+    ):
+        raise ValueError(f"{meta.label}: not a plain model (parents, a primary key not assigned by the database, "
+                         "database defaults, generated columns or custom placeholders)")
+
+
+def _insert_plan(model: type[Model], using: str) -> tuple[str, list, list]:
+    _plain(model)
+    connection = connections[using]
+    if not connection.features.can_return_columns_from_insert:
+        raise ValueError(f"{connection.vendor} cannot return the new row's id from its INSERT")
+    meta = model._meta
+    fields = [f for f in meta.local_concrete_fields if f is not meta.auto_field]
+    returning = list(meta.db_returning_fields)
+    query = InsertQuery(model)
+    query.insert_values(fields, [model()])
+    compiler = query.get_compiler(using)
+    compiler.returning_fields = returning
+    [(sql, _)] = compiler.as_sql()
+    return sql, fields, returning
+
+
+def insert(obj: Model, using: str = "default") -> Model:
+    """`obj.save()` of a new row (what `Model.objects.create(**fields)` does with `Model(**fields)`),
+    its INSERT compiled once: the ORM's build of it cost 0.2-0.4 ms of CPU a row."""
+    model, connection = type(obj), connections[using]
+    key = (model, using, connection.vendor)
+    plan = _INSERTS.get(key) or _INSERTS.setdefault(key, _insert_plan(model, using))
+    sql, fields, returning = plan
+    if not obj._state.adding or obj.pk is not None:
+        raise ValueError("insert() takes a new object without a primary key")
+    obj._prepare_related_fields_for_save(operation_name="save")  # save()'s check of unsaved related objects
+    signals.pre_save.send(sender=model, instance=obj, raw=False, using=using, update_fields=None)
+    with transaction.mark_for_rollback_on_error(using):
+        params = [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+    for field, value in zip(returning, row, strict=True):
+        setattr(obj, field.attname, value)
+    obj._state.adding, obj._state.db = False, using
+    signals.post_save.send(sender=model, instance=obj, created=True, update_fields=None, raw=False, using=using)
+    return obj
+
+
+def save_fields(obj: Model, *names: str, using: str = "default") -> None:
+    """`obj.save(update_fields=names)` with its UPDATE compiled once per set of fields (an
+    auto_now field among them is stamped, as save() stamps it); a row that is gone raises
+    DatabaseError, as save() does."""
+    model, connection = type(obj), connections[using]
+    key = (model, names, using, connection.vendor)
+    plan = _UPDATES.get(key)
+    if plan is None:
+        _plain(model)
+        fields = [model._meta.get_field(name) for name in names]
+        if not names or len(set(names)) != len(names) or any(not f.concrete or f.primary_key for f in fields):
+            raise ValueError(f"{names}: not a set of concrete, non-key fields of {model._meta.label}")
+        quote = connection.ops.quote_name
+        sql = (f"UPDATE {quote(model._meta.db_table)} SET {', '.join(f'{quote(f.column)} = %s' for f in fields)} "
+               f"WHERE {quote(model._meta.pk.column)} = %s")
+        plan = _UPDATES.setdefault(key, (sql, fields))
+    sql, fields = plan
+    update_fields = frozenset(names)
+    obj._prepare_related_fields_for_save(operation_name="save")  # as save() checks, whatever it updates
+    signals.pre_save.send(sender=model, instance=obj, raw=False, using=using, update_fields=update_fields)
+    with transaction.mark_for_rollback_on_error(using):
+        params = [field.get_db_prep_save(field.pre_save(obj, False), connection) for field in fields]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*params, model._meta.pk.get_db_prep_value(obj.pk, connection)])
+            updated = cursor.rowcount
+    if not updated:
+        raise DatabaseError("Save with update_fields did not affect any rows.")
+    obj._state.db = using
+    signals.post_save.send(sender=model, instance=obj, created=False, update_fields=update_fields, raw=False, using=using)
 
 
 def is_row_id(value: int) -> bool:

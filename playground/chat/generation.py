@@ -35,7 +35,7 @@ from playground.providers.selectors import key_plaintext
 from playground.providers.services import api_key_touch
 
 from . import checkpoints, insight, publish
-from playground.compiled import Compiled
+from playground.compiled import Compiled, save_fields
 
 from .aio import db
 from .models import Message, Turn
@@ -130,7 +130,7 @@ def _start(turn_id: int) -> tuple[Job | None, bool]:
         turn.prompt_cache_key = turn_cache_key(turn, nonce=nonce)
         turn.params = {**turn.params, "baseline_nonce": nonce}
         turn.requested_at = turn.heartbeat_at = timezone.now()
-        turn.save(update_fields=["prompt_cache_key", "params", "requested_at", "heartbeat_at"])
+        save_fields(turn, "prompt_cache_key", "params", "requested_at", "heartbeat_at")
         Message.objects.filter(pk=turn.message_id).update(status=Message.Status.STREAMING)
         path = message_path(message_id=turn.message.parent_id)
         request = reply_request_for(turn=turn, provider=provider, path=path, api_key=api_key, nonce=nonce)

@@ -21,6 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from playground import events
+from playground.compiled import save_fields
 from playground.providers.registry import providers
 from playground.providers.selectors import key_ref_for
 
@@ -153,10 +154,10 @@ def message_send(*, session: ChatSession, branch: Branch, user, content: str, we
             content=content, user=user, key_ref=key_ref, replaced=replaced, session_locked=True,
         )
         if unanswered is None and branching.name_after_first_send(branch=branch, head=head, content=content):
-            branch.save(update_fields=["name"])
+            save_fields(branch, "name")
         if session.title == DEFAULT_TITLE:
             session.title = _title_from(content)
-        session.save(update_fields=["title", "updated_at"])
+        save_fields(session, "title", "updated_at")
     return turn
 
 

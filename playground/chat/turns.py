@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from playground.compiled import Compiled
+from playground.compiled import Compiled, insert, save_fields
 from playground.providers.registry import provider_get
 from playground.providers.selectors import key_ref_for
 
@@ -146,18 +146,18 @@ def turn_fields(*, session: ChatSession, branch: Branch | None, user, key_ref: s
 def turn_for(*, parent: Message, session: ChatSession, branch: Branch, user, key_ref: str, session_locked: bool = False) -> Turn:
     """The pending assistant node under `parent`, and its Turn (`turn_fields` says what
     `session_locked` means)."""
-    assistant = Message.objects.create(
+    assistant = insert(Message(
         session=session,
         parent=parent,
         depth=parent.depth + 1,
         role=Message.Role.ASSISTANT,
         status=Message.Status.PENDING,
         branch=branch,
-    )
-    return Turn.objects.create(
+    ))
+    return insert(Turn(
         message=assistant, reply=assistant,
         **turn_fields(session=session, branch=branch, user=user, key_ref=key_ref, session_locked=session_locked),
-    )
+    ))
 
 
 def unanswered(head: Message | None) -> Message | None:
@@ -198,17 +198,17 @@ def exchange(
     head; once the transaction commits, both are shown to the session's tabs (which first
     drop the `replaced` nodes, `shown_nodes`) and the reply starts. Call inside the
     transaction."""
-    user_message = Message.objects.create(
+    user_message = insert(Message(
         session=session,
         parent_id=parent_id,
         depth=depth,
         role=Message.Role.USER,
         content=content,
         branch=branch,
-    )
+    ))
     turn = turn_for(parent=user_message, session=session, branch=branch, user=user, key_ref=key_ref, session_locked=session_locked)
     budgets.check_and_reserve(user=user, turns=[turn])
     branch.head = turn.message
-    branch.save(update_fields=["head", "updated_at"])
+    save_fields(branch, "head", "updated_at")
     announce(turn, [user_message, turn.message], replaced)
     return turn

@@ -8,14 +8,15 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import signals
 from django.db.transaction import TransactionManagementError
 from django.db.models import Count, Max, Sum
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from playground.chat.models import Branch, ChatSession, Message, Turn
-from playground.compiled import Compiled
+from playground.compiled import Compiled, insert, save_fields
 from tests.harness.postgres import pytest_on_postgresql
 
 pytestmark = pytest.mark.django_db
@@ -176,3 +177,71 @@ def test_the_same_on_postgresql(tmp_path):
     if connection.vendor != "sqlite":
         pytest.skip("already running on PostgreSQL")
     pytest_on_postgresql(__file__, tmp_path)
+
+
+def row_of(model, pk) -> dict:
+    return model.objects.filter(pk=pk).values().get()
+
+
+def test_an_insert_writes_the_row_save_writes(owner, chat):
+    """Every column as `Model.objects.create` writes it (auto_now stamps, JSON, defaults,
+    relations given as objects or ids), the id returned, the signals sent as save() sends them."""
+    branch = chat.branches.get()
+    parent = insert(Message(session=chat, depth=0, role="user", content="hi ✓ 'quoted'", branch=branch))
+    reference = Message.objects.create(session=chat, depth=0, role="user", content="hi ✓ 'quoted'", branch=branch)
+    assert parent.pk and not parent._state.adding and parent._state.db == "default"
+    got, want = row_of(Message, parent.pk), row_of(Message, reference.pk)
+    for column in ("id", "created_at"):
+        got.pop(column), want.pop(column)
+    assert got == want
+    assert abs(Message.objects.get(pk=parent.pk).created_at - reference.created_at) < timedelta(seconds=5)
+    seen = []
+    receiver = lambda sender, instance, **kw: seen.append((kw.get("created"), instance.pk))  # noqa: E731
+    signals.pre_save.connect(receiver, sender=Turn)
+    signals.post_save.connect(receiver, sender=Turn)
+    try:
+        fields = dict(session=chat, branch=branch, user=owner, provider=chat.provider, api=chat.api, model=chat.model,
+                      key_ref="none:", params={"system_prompt": "be brief", "temperature": 0.5, "nested": [1, {"a": None}]})
+        reply = insert(Message(session=chat, parent=parent, depth=1, role="assistant", status="pending", branch=branch))
+        turn = insert(Turn(message=reply, reply=reply, **fields))
+        other = Message.objects.create(session=chat, parent=parent, depth=1, role="assistant", status="pending", branch=branch)
+        expected = Turn.objects.create(message=other, reply=other, **fields)
+    finally:
+        signals.pre_save.disconnect(receiver, sender=Turn)
+        signals.post_save.disconnect(receiver, sender=Turn)
+    assert seen == [(None, None), (True, turn.pk), (None, None), (True, expected.pk)]
+    got, want = row_of(Turn, turn.pk), row_of(Turn, expected.pk)
+    for column in ("id", "message_id", "reply_id", "created_at"):
+        got.pop(column), want.pop(column)
+    assert got == want and Turn.objects.get(pk=turn.pk).message_id == reply.pk
+    with pytest.raises(ValueError, match="new object"):
+        insert(turn)
+    with pytest.raises(ValueError, match="unsaved related object"):
+        insert(Message(session=chat, parent=Message(session=chat, depth=0), depth=1, branch=branch))
+
+
+def test_saving_some_fields_updates_them_and_only_them(owner, chat):
+    branch = chat.branches.get()
+    before = row_of(Branch, branch.pk)
+    message = insert(Message(session=chat, depth=0, role="user", content="x", branch=branch))
+    branch.head, branch.name = message, "renamed in memory only"
+    save_fields(branch, "head", "updated_at")
+    after = row_of(Branch, branch.pk)
+    assert after["head_id"] == message.pk and after["name"] == before["name"] and after["updated_at"] > before["updated_at"]
+    assert branch.updated_at == after["updated_at"]  # stamped on the object, as save() stamps it
+    save_fields(branch, "name")
+    assert row_of(Branch, branch.pk) == {**after, "name": "renamed in memory only"}  # no auto_now unless named
+    gone = Branch(pk=10**12, session=chat, name="gone")
+    with pytest.raises(DatabaseError, match="did not affect any rows"):
+        save_fields(gone, "name")
+    with pytest.raises(ValueError):
+        save_fields(branch, "id")
+    with pytest.raises(ValueError):
+        save_fields(branch)
+
+
+def test_a_failed_write_marks_the_transaction_for_rollback(owner, chat):
+    with transaction.atomic():
+        with pytest.raises(IntegrityError):
+            insert(Message(session=chat, depth=None, role="user", content="x", branch=chat.branches.get()))  # NOT NULL
+        assert transaction.get_rollback()
