@@ -58,6 +58,44 @@ def _markdown_server_render(n: int) -> dict:
     return out
 
 
+async def _tab_dispatch(n: int, tabs: int = 50) -> dict:
+    """A tab's consumer taking session events one at a time from its two sources (the socket,
+    idle; the channel layer, one event per tick): channels' `await_many_dispatch` against the
+    app's `consumers._in_turn`, CPU per event, in the same run."""
+    from channels.utils import await_many_dispatch
+
+    from playground.chat.consumers import _in_turn
+
+    async def run(loop_fn) -> float:
+        idle = asyncio.Event()
+        queues = [asyncio.Queue() for _ in range(tabs)]
+        left = n * tabs
+        done = asyncio.Event()
+
+        async def dispatch(_message) -> None:
+            nonlocal left
+            left -= 1
+            if not left:
+                done.set()
+
+        loops = [asyncio.ensure_future(loop_fn([idle.wait, q.get], dispatch)) for q in queues]
+        await asyncio.sleep(0.01)
+        c = time.process_time()
+        for i in range(n):
+            for q in queues:
+                q.put_nowait(i)
+            await asyncio.sleep(0)
+        await done.wait()
+        cpu = time.process_time() - c
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        return round(cpu * 1e6 / (n * tabs), 2)
+
+    channels_us, app_us = await run(await_many_dispatch), await run(_in_turn)
+    return {"channels_await_many_dispatch": channels_us, "app_in_turn": app_us, "ratio": round(app_us / channels_us, 2)}
+
+
 def main() -> None:
     import django
 
@@ -163,6 +201,7 @@ def main() -> None:
         await store.aclear(msg.pk)
 
     asyncio.run(run_async())
+    out["tab_dispatch_us_per_event"] = asyncio.run(_tab_dispatch(max(n // 4, 200)))
     user.delete()  # its "streaming" message must not look like a reply in flight to the bench
     print(json.dumps(out))
 

@@ -1,11 +1,14 @@
 import asyncio
+import functools
 import json
 import logging
 import time
 import weakref
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 
 from playground import events
 
@@ -32,6 +35,23 @@ class SessionConsumer(AsyncWebsocketConsumer):
     group: str | None = None
     session_id: int | None = None
     _resyncs: list[float]
+
+    async def __call__(self, scope, receive, send):
+        """channels' `AsyncConsumer.__call__`, its messages taken in turn by `_in_turn`
+        rather than `await_many_dispatch` (a new task and an `asyncio.wait` per message: with
+        every delta frame of every tab, a sixth of the web process's CPU at 200 replies)."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        sources = [receive]
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+            sources.append(self.channel_receive)
+        self.base_send = send
+        try:
+            await _in_turn(sources, self.dispatch)
+        except StopConsumer:
+            pass
 
     async def connect(self):
         self._resyncs = []
@@ -114,6 +134,41 @@ class SessionConsumer(AsyncWebsocketConsumer):
         html = await _shared_render(event["tick"], _render_progress, self.session_id)
         if html:
             await self.send(text_data=html)
+
+
+async def _in_turn(sources, dispatch) -> None:
+    """Dispatch the messages of all `sources` (awaitable callables: the socket's and the
+    channel layer's receive) one at a time, in the order they arrive, as channels'
+    `await_many_dispatch` does: never two dispatches at once, a source's error raised here.
+    One long-lived task per source hands each message over through a one-place box, so a
+    source is read ahead by one message at most (a stalled tab's events stay in the layer's
+    bounded queue, playground/events/layer.py)."""
+    box: asyncio.Queue = asyncio.Queue(maxsize=1)
+
+    async def read(source) -> None:
+        try:
+            while True:
+                await box.put((await source(), None))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - handed to the dispatching task, raised there
+            await box.put((None, exc))
+
+    readers = [asyncio.ensure_future(read(source)) for source in sources]
+    try:
+        while True:
+            message, error = await box.get()
+            if error is not None:
+                raise error
+            await dispatch(message)
+    finally:
+        for task in readers:
+            task.cancel()
+        for task in readers:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
 
 
 # Renders in progress or just done, per event loop and by publication (a turn end's `end`: a

@@ -147,3 +147,49 @@ def test_a_turn_end_becomes_the_final_message_and_the_cost_panel(owner, chat, he
     assert "<strong>answer</strong>" in message, "the final text, rendered as markdown"
     assert "streaming" not in message
     assert "<dt>requests</dt><dd>1</dd>" in panel and "<dd>2048</dd>" in panel, "the panel counts the turn"
+
+
+def test_a_tabs_events_are_dispatched_one_at_a_time_in_order():
+    """consumers._in_turn, the consumer's loop: every message of both sources, each source's
+    in its order, never two dispatches at once, a source's error raised to the consumer, and
+    no source left running after."""
+    from playground.chat.consumers import _in_turn
+
+    async def scenario():
+        socket, layer = asyncio.Queue(), asyncio.Queue()
+        seen, busy, readers = [], [], []
+
+        async def dispatch(message):
+            busy.append(message)
+            assert len(busy) == 1, "two dispatches at once"
+            await asyncio.sleep(0)  # a dispatch that awaits (a send) lets the sources run meanwhile
+            seen.append(message)
+            busy.pop()
+            if message == "stop":
+                raise RuntimeError("consumer stopped")
+
+        async def from_socket():
+            readers.append(asyncio.current_task())
+            return await socket.get()
+
+        for i in range(50):
+            layer.put_nowait(("layer", i))
+        for i in range(5):
+            socket.put_nowait(("socket", i))
+        loop = asyncio.ensure_future(_in_turn([from_socket, layer.get], dispatch))
+        while len(seen) < 55:
+            await asyncio.sleep(0)
+        assert [m for m in seen if m[0] == "layer"] == [("layer", i) for i in range(50)]
+        assert [m for m in seen if m[0] == "socket"] == [("socket", i) for i in range(5)]
+        socket.put_nowait("stop")
+        with pytest.raises(RuntimeError, match="consumer stopped"):
+            await loop
+        assert all(task.done() for task in readers)
+
+        async def broken():
+            raise ConnectionError("the layer is down")
+
+        with pytest.raises(ConnectionError, match="down"):
+            await asyncio.wait_for(_in_turn([asyncio.Event().wait, broken], dispatch), 5)
+
+    asyncio.run(scenario())
