@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from django.db import DatabaseError, connections, transaction
+from django.db import connections, transaction
 from django.db.models import Model, QuerySet, signals
 from django.db.models.fields import AutoFieldMixin
 from django.db.models.query import get_related_populators
@@ -180,12 +180,22 @@ _UPDATES: dict[tuple[type, tuple[str, ...], str, str], tuple[str, list]] = {}
 
 def _plain(model: type[Model]) -> None:
     meta = model._meta
-    if meta.parents or not isinstance(meta.pk, AutoFieldMixin) or any(
+    if meta.parents or meta.order_with_respect_to or not isinstance(meta.pk, AutoFieldMixin) or any(
         f.generated or f.has_db_default() or hasattr(f, "get_placeholder_sql") or hasattr(f, "get_placeholder")
         for f in meta.local_concrete_fields
     ):
-        raise ValueError(f"{meta.label}: not a plain model (parents, a primary key not assigned by the database, "
-                         "database defaults, generated columns or custom placeholders)")
+        raise ValueError(f"{meta.label}: not a plain model (parents, order_with_respect_to, a primary key not assigned "
+                         "by the database, database defaults, generated columns or custom placeholders)")
+
+
+def _prepared(obj: Model, fields: list, add: bool, connection) -> list:
+    """The values as the ORM's compiler binds them; an expression (F(), Now()) would be compiled
+    into the SQL by the ORM, so it is refused here rather than bound as a value."""
+    values = [field.pre_save(obj, add) for field in fields]
+    for field, value in zip(fields, values):
+        if hasattr(value, "resolve_expression"):
+            raise ValueError(f"{field.name}: an expression, which compiled writes do not take; use save()")
+    return [field.get_db_prep_save(value, connection) for field, value in zip(fields, values)]
 
 
 def _insert_plan(model: type[Model], using: str) -> tuple[str, list, list]:
@@ -216,7 +226,7 @@ def insert(obj: Model, using: str = "default") -> Model:
     obj._prepare_related_fields_for_save(operation_name="save")  # save()'s check of unsaved related objects
     signals.pre_save.send(sender=model, instance=obj, raw=False, using=using, update_fields=None)
     with transaction.mark_for_rollback_on_error(using):
-        params = [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields]
+        params = _prepared(obj, fields, True, connection)
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             row = cursor.fetchone()
@@ -229,8 +239,8 @@ def insert(obj: Model, using: str = "default") -> Model:
 
 def save_fields(obj: Model, *names: str, using: str = "default") -> None:
     """`obj.save(update_fields=names)` with its UPDATE compiled once per set of fields (an
-    auto_now field among them is stamped, as save() stamps it); a row that is gone raises
-    DatabaseError, as save() does."""
+    auto_now field among them is stamped, as save() stamps it); a row that is gone raises the
+    model's NotUpdated (a DatabaseError), as save() does."""
     model, connection = type(obj), connections[using]
     key = (model, names, using, connection.vendor)
     plan = _UPDATES.get(key)
@@ -246,14 +256,15 @@ def save_fields(obj: Model, *names: str, using: str = "default") -> None:
     sql, fields = plan
     update_fields = frozenset(names)
     obj._prepare_related_fields_for_save(operation_name="save")  # as save() checks, whatever it updates
+    if obj.pk is None:
+        raise ValueError("Cannot force an update in save() with no primary key.")  # save()'s words
     signals.pre_save.send(sender=model, instance=obj, raw=False, using=using, update_fields=update_fields)
     with transaction.mark_for_rollback_on_error(using):
-        params = [field.get_db_prep_save(field.pre_save(obj, False), connection) for field in fields]
+        params = _prepared(obj, fields, False, connection)
         with connection.cursor() as cursor:
             cursor.execute(sql, [*params, model._meta.pk.get_db_prep_value(obj.pk, connection)])
-            updated = cursor.rowcount
-    if not updated:
-        raise DatabaseError("Save with update_fields did not affect any rows.")
+            if not cursor.rowcount:  # as save(): its own exception, the transaction marked for rollback
+                raise model.NotUpdated("Save with update_fields did not affect any rows.")
     obj._state.db = using
     signals.post_save.send(sender=model, instance=obj, created=False, update_fields=update_fields, raw=False, using=using)
 

@@ -52,6 +52,13 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await _in_turn(sources, self.dispatch)
         except StopConsumer:
             pass
+        finally:
+            forget = getattr(self.channel_layer, "forget", None)  # the Redis layer's: playground/events/layer.py
+            if forget is not None:
+                try:
+                    await forget(self.channel_name)
+                except events.TRANSPORT_ERRORS:  # Redis is down: its subscriptions went with it
+                    logger.warning("tab's channel not unsubscribed (Redis unreachable)")
 
     async def connect(self):
         self._resyncs = []
@@ -141,8 +148,8 @@ async def _in_turn(sources, dispatch) -> None:
     channel layer's receive) one at a time, in the order they arrive, as channels'
     `await_many_dispatch` does: never two dispatches at once, a source's error raised here.
     One long-lived task per source hands each message over through a one-place box, so a
-    source is read ahead by one message at most (a stalled tab's events stay in the layer's
-    bounded queue, playground/events/layer.py)."""
+    source is read ahead by two messages at most, one in the box and one waiting to go in (a
+    stalled tab's events stay in the layer's bounded queue, playground/events/layer.py)."""
     box: asyncio.Queue = asyncio.Queue(maxsize=1)
 
     async def read(source) -> None:

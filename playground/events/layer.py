@@ -46,6 +46,14 @@ class _BoundedLoopLayer(RedisPubSubLoopLayer):
                     await pipe.execute()
 
 
+    async def forget(self, channel: str) -> None:
+        """What a `receive` cancelled while it waits does (channels_redis drops the channel's
+        queue and unsubscribes only then): for a consumer that ends while its reader holds
+        an event instead (chat/consumers.py), so a closed tab leaves no subscription behind."""
+        if self.channels.pop(channel, None) is not None:
+            await self._get_shard(channel).unsubscribe(channel)
+
+
 class BoundedPubSubChannelLayer(RedisPubSubChannelLayer):
     """channels_redis's pub/sub layer (one PUBLISH per event) with a bounded queue per tab.
 
@@ -60,3 +68,6 @@ class BoundedPubSubChannelLayer(RedisPubSubChannelLayer):
         if not isinstance(layer, _BoundedLoopLayer):
             layer.__class__ = _BoundedLoopLayer
         return layer
+
+    async def forget(self, channel: str) -> None:
+        await self._get_layer().forget(channel)

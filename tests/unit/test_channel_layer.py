@@ -133,3 +133,42 @@ def test_the_live_text_reads_back_as_written(text):
     assert live.get(message_id) == (9, text)
     asyncio.run(live.aclear(message_id))
     assert live.get(message_id) is None
+
+
+def test_a_tab_that_ends_with_an_event_in_hand_leaves_no_subscription():
+    """A consumer whose loop ends while its layer reader holds an event (chat/consumers.py
+    `_in_turn`) never cancels a waiting receive, so channels_redis keeps the channel's queue
+    and its Redis subscription; `forget` (called as the consumer ends) drops both."""
+    import redis
+
+    from playground.chat.consumers import _in_turn
+
+    async def run():
+        layer = _layer()
+        channel = await layer.new_channel()
+        await layer.group_add("pcp-test-forget", channel)
+        for n in range(5):
+            await layer.group_send("pcp-test-forget", {"type": "session.html", "n": n})
+        await asyncio.sleep(0.3)
+        slow = asyncio.Event()
+
+        async def dispatch(_message):
+            await slow.wait()  # a tab busy with its first event: the reader holds the second
+
+        loop = asyncio.ensure_future(_in_turn([asyncio.Event().wait, lambda: layer.receive(channel)], dispatch))
+        await asyncio.sleep(0.2)
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        client = redis.Redis.from_url(REDIS_URL)
+        held = channel in layer._get_layer().channels, dict(client.pubsub_numsub(channel))[channel.encode()]
+        await layer.forget(channel)
+        await asyncio.sleep(0.2)
+        after = channel in layer._get_layer().channels, dict(client.pubsub_numsub(channel))[channel.encode()]
+        await layer.forget(channel)  # twice: nothing left to drop
+        await layer.group_discard("pcp-test-forget", channel)
+        await layer.flush()
+        return held, after
+
+    held, after = asyncio.run(run())
+    assert held == (True, 1), "without forget the closed tab's channel stays subscribed"
+    assert after == (False, 0)

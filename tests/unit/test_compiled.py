@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import signals
+from django.db.models.functions import Now
 from django.db.transaction import TransactionManagementError
 from django.db.models import Count, Max, Sum
 from django.test.utils import CaptureQueriesContext
@@ -232,8 +233,16 @@ def test_saving_some_fields_updates_them_and_only_them(owner, chat):
     save_fields(branch, "name")
     assert row_of(Branch, branch.pk) == {**after, "name": "renamed in memory only"}  # no auto_now unless named
     gone = Branch(pk=10**12, session=chat, name="gone")
-    with pytest.raises(DatabaseError, match="did not affect any rows"):
-        save_fields(gone, "name")
+    with transaction.atomic():
+        with pytest.raises(Branch.NotUpdated, match="did not affect any rows"):
+            save_fields(gone, "name")
+        assert transaction.get_rollback()  # as save() leaves it
+    assert issubclass(Branch.NotUpdated, DatabaseError)
+    with pytest.raises(ValueError, match="no primary key"):
+        save_fields(Branch(session=chat, name="new"), "name")
+    branch.name = Now()
+    with pytest.raises(ValueError, match="expression"):
+        save_fields(branch, "name")
     with pytest.raises(ValueError):
         save_fields(branch, "id")
     with pytest.raises(ValueError):

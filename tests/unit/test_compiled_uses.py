@@ -153,7 +153,9 @@ def test_a_branch_pages_session_and_branch(owner, chat, make_user, make_session)
         selectors.session_branch_get(session_id=chat.pk, branch_id=branch.pk, user=owner)
 
 
-def test_a_sends_branch_lock_reads_the_head_as_of_now(owner, chat):
+def test_a_branch_lock_reads_the_branch_and_its_head(owner, chat):
+    # The head committed by a transaction the lock waited for (the re-read in lock_branch):
+    # tests/unit/test_send_race.py, two connections on PostgreSQL.
     branch = chat.branches.get()
     with transaction.atomic():
         assert turns.lock_branch(branch.pk).head is None

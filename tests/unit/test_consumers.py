@@ -172,11 +172,15 @@ def test_a_tabs_events_are_dispatched_one_at_a_time_in_order():
             readers.append(asyncio.current_task())
             return await socket.get()
 
+        async def from_layer():
+            readers.append(asyncio.current_task())
+            return await layer.get()
+
         for i in range(50):
             layer.put_nowait(("layer", i))
         for i in range(5):
             socket.put_nowait(("socket", i))
-        loop = asyncio.ensure_future(_in_turn([from_socket, layer.get], dispatch))
+        loop = asyncio.ensure_future(_in_turn([from_socket, from_layer], dispatch))
         while len(seen) < 55:
             await asyncio.sleep(0)
         assert [m for m in seen if m[0] == "layer"] == [("layer", i) for i in range(50)]
@@ -184,7 +188,7 @@ def test_a_tabs_events_are_dispatched_one_at_a_time_in_order():
         socket.put_nowait("stop")
         with pytest.raises(RuntimeError, match="consumer stopped"):
             await loop
-        assert all(task.done() for task in readers)
+        assert len(set(readers)) == 2 and all(task.done() for task in readers)
 
         async def broken():
             raise ConnectionError("the layer is down")
