@@ -9,6 +9,8 @@ Like chat/services.py, they emit typed events (chat/outbox.py) and never render.
 
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -51,12 +53,29 @@ def _branch_name(name: str) -> str:
 LABEL_CHARS = 40
 
 
-def words_of(text: str, limit: int = LABEL_CHARS) -> str:
-    """A message's first words as a branch name people recognise: whitespace collapsed, cut
-    at a word boundary with "…" past `limit` characters ("Plan a trip to Lisbon…")."""
-    words = " ".join((text or "").replace("\x00", "").split())
+# Markdown a label leaves out: a line's heading, quote and list markers, code fence lines,
+# and the markers of a closed pair (**bold**, ~~struck~~, `code`, [text](url)). A lone * and
+# every _ stay: 2*3*4, 2**10, *.py, snake_case and __init__ are words, not emphasis.
+_LINE_MARKUP = re.compile(r"^[ \t]{0,3}(?:#{1,6}[ \t]+|>[ \t]?|[-*+][ \t]+|\d{1,9}[.)][ \t]+)+")
+_FENCE = re.compile(r"^[ \t]{0,3}(?:`{3,}|~{3,})")
+_LINK = re.compile(r"!?\[([^\]\n]*)\]\([^)\s]*(?:[ \t]+\"[^\"\n]*\")?\)")
+_PAIRED = re.compile(r"(\*\*|~~)(?=\S)(.+?)(?<=\S)\1|(`+)(.+?)\3")
+
+
+def plain_words(text: str) -> str:
+    """A message's words as a title or a branch name shows them: the Markdown it was written
+    in taken off ("## Plan **A**" -> "Plan A"), whitespace collapsed."""
+    lines = [_LINE_MARKUP.sub("", line) for line in (text or "").replace("\x00", "").splitlines() if not _FENCE.match(line)]
+    joined = _LINK.sub(r"\1", " ".join(lines))
+    return " ".join(_PAIRED.sub(lambda m: m.group(2) if m.group(1) else m.group(4), joined).split())
+
+
+def words_of(text: str, limit: int = LABEL_CHARS, *, empty: str = "(empty message)") -> str:
+    """A message's first words as a name people recognise (`plain_words`), cut at a word
+    boundary with "…" past `limit` characters ("Plan a trip to Lisbon…")."""
+    words = plain_words(text)
     if len(words) <= limit:
-        return words or "(empty message)"
+        return words or empty
     cut = words[:limit].rsplit(" ", 1)[0] if " " in words[:limit] else words[:limit]
     return cut.rstrip(" ,.;:") + "…"
 

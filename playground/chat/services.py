@@ -121,8 +121,8 @@ def session_delete(*, session: ChatSession) -> None:
 
 
 def _title_from(content: str) -> str:
-    words = " ".join(content.split())
-    return (words[:60] + "…") if len(words) > 60 else (words or DEFAULT_TITLE)
+    """A new session's title: its first message's words, without the Markdown they were written in."""
+    return branching.words_of(content, 60, empty=DEFAULT_TITLE)
 
 
 def message_send(*, session: ChatSession, branch: Branch, user, content: str, web_session=None) -> Turn:

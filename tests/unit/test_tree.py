@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 
 from playground.chat import branching, selectors, services, tree, turns
 from playground.chat.errors import ChatError
-from playground.chat.models import Branch, FanOut, Message
+from playground.chat.models import Branch, ChatSession, FanOut, Message
 
 pytestmark = pytest.mark.django_db
 
@@ -325,3 +325,25 @@ def test_fanout_status_reread_shows_a_join_that_ended_before_the_socket(chat, ow
     FanOut.objects.filter(pk=fanout.pk).update(join_message=joined)
     status = client.get(url).content.decode()
     assert 'hx-swap-oob="true"' in status and "Joined:" in status and "data-status-url" not in status
+
+
+@pytest.mark.parametrize("text, label", [
+    ("## Plan\n\nExplain **prompt caching** in a list:\n\n- one\n- two\n\n```python\nprint('hi')\n```",
+     "Plan Explain prompt caching in a list: one two print('hi')"),
+    ("> quoted `code` and [a link](https://example.com \"t\") ~~old~~ new", "quoted code and a link old new"),
+    ("1. first\n2) second\n   * nested", "first second nested"),
+    ("What is 2*3*4 and 2**10? Rename snake_case in *.py, not __init__", "What is 2*3*4 and 2**10? Rename snake_case in *.py, not __init__"),
+    ("#hashtag a < b & c", "#hashtag a < b & c"),
+])
+def test_a_label_is_a_messages_words_without_its_markdown(text, label):
+    assert branching.plain_words(text) == label
+
+
+def test_a_session_is_titled_after_its_first_message_without_markdown(owner, make_key, make_session):
+    make_key(owner, "sk-test-title-0123456789abcd")
+    chat, branch = make_session(owner)
+    services.message_send(session=chat, branch=branch, user=owner, content="## Plan **A**\n\n- fly\n- then drive")
+    assert ChatSession.objects.get(pk=chat.pk).title == "Plan A fly then drive"
+    other, other_branch = make_session(owner)
+    services.message_send(session=other, branch=other_branch, user=owner, content="```\n```")
+    assert ChatSession.objects.get(pk=other.pk).title == "New session"  # nothing but a fence: no words to name it by
