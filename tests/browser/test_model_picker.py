@@ -122,11 +122,12 @@ def _branches_in_words(page: Page, prefix: str) -> None:
     expect(raw.locator("code")).to_be_visible()
     expect(raw.locator("code")).to_have_text(re.compile(r"^[\w.-]+:s:[0-9a-f]{16}$"))
 
-    # Fork at the reply: named after its question, then after its own first message.
+    # Fork at the reply: named after its question (its words, without the **), then after
+    # its own first message.
     with page.expect_navigation(url=BRANCH_URL):
         reply.get_by_role("button", name="Fork here").click()
     expect(page.locator(".branch-name")).to_have_text(
-        "after: Plan a trip to Lisbon with…"
+        "after: Plan a trip to Lisbon with three…"
     )
     wait_ws(page)
     _, second = send(page, "Make it Porto instead, by train.")
