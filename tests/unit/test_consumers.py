@@ -92,6 +92,34 @@ def test_the_owner_receives_the_sessions_html_events_and_no_others(owner, chat, 
     assert quiet, "another session's event does not reach this tab"
 
 
+def test_a_sockets_frames_go_to_the_server_unwrapped_with_its_user_resolved(owner, headers_for):
+    """The socket stack's session middleware (accounts/sessions.py) resolves the user from
+    the session cookie as channels' does, and hands the app the server's own `send`: no
+    session-saving wrapper around every frame. An HTTP scope still gets channels' wrapper."""
+    from playground.accounts.sessions import socket_auth_stack
+
+    seen = {}
+
+    async def app(scope, receive, send):
+        seen[scope["type"]] = (send, await _user_of(scope))
+
+    async def server_send(message):
+        pass
+
+    cookie = dict(headers_for(owner))[b"cookie"]
+    stack = socket_auth_stack(app)
+    for kind in ("websocket", "http"):
+        asyncio.run(stack({"type": kind, "path": "/", "headers": [(b"cookie", cookie)]}, None, server_send))
+    assert seen["websocket"] == (server_send, owner.pk), "the server's send itself, and the signed-in user"
+    assert seen["http"][0] is not server_send and seen["http"][1] == owner.pk, "HTTP keeps channels' session wrapper"
+
+
+async def _user_of(scope):
+    from channels.db import database_sync_to_async
+
+    return await database_sync_to_async(lambda: scope["user"].pk)()
+
+
 def test_a_resync_of_a_streaming_reply_gets_its_text_so_far(owner, chat, make_session, headers_for):
     reply = Message.objects.create(session=chat, role="assistant", status=Message.Status.STREAMING, content="")
     other, _ = make_session(owner)
