@@ -5,8 +5,44 @@ from __future__ import annotations
 import asyncio
 
 from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 TAB_QUEUE_LIMIT = 1000  # events waiting for one tab (consumer) before the oldest are dropped
+
+
+def _resp(*args: bytes) -> bytes:
+    """One command in Redis's wire protocol (RESP2): an array of bulk strings."""
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in args)
+
+
+def _bytes(value: str | bytes) -> bytes:
+    """A command argument as redis-py encodes one (UTF-8, strict)."""
+    return value.encode() if isinstance(value, str) else value
+
+
+async def _send_all(pool, commands: bytes, replies: int) -> None:
+    """Write `commands` (RESP, `replies` of them) on one connection of `pool` and read their
+    replies. A connection that breaks (one Redis closed since its last use, or a restart) is
+    dropped and the whole batch written once more on a fresh one, as redis-py's pipeline
+    retries: safe for frames, whose SETs are idempotent and whose repeated PUBLISH a page
+    drops by its seq. A Redis error reply is raised, its connection dropped (replies left
+    unread would be read by the next user)."""
+    for attempt in (1, 2):
+        conn = await pool.get_connection()
+        try:
+            await conn.send_packed_command(commands, check_health=False)
+            for _ in range(replies):
+                await conn.read_response()
+            return
+        except (RedisConnectionError, OSError):
+            await conn.disconnect(nowait=True)
+            if attempt == 2:
+                raise
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(conn)
 
 
 class _NewestQueue(asyncio.Queue):
@@ -25,26 +61,29 @@ class _BoundedLoopLayer(RedisPubSubLoopLayer):
         self.channels[channel] = _NewestQueue(maxsize=TAB_QUEUE_LIMIT)
         await self._get_shard(channel).subscribe(channel)
 
-    async def set_and_group_send_many(self, items: list[tuple[str, str, int, str, dict]]) -> None:
+    async def set_and_group_send_many(self, items: list[tuple[str, str | bytes, int, str, dict]]) -> None:
         """For each (key, value, ttl, group, message): SET key, then PUBLISH the message to the
-        group. All in one pipeline per shard (not a transaction: Redis runs the commands in
-        order on the one connection, so a reader that sees a PUBLISH finds its SET done)."""
+        group. All in one write per shard (not a transaction: Redis runs the commands in order
+        on the one connection, so a reader that sees a PUBLISH finds its SET done).
+
+        The commands are encoded here (`_resp`) and sent on a connection of the shard's pool
+        as one buffer, their replies read back: what redis-py's pipeline does, without its
+        per-command bookkeeping (argument packing, a copy of the response-callback table per
+        pipeline, option parsing per reply), which was ~8% of a worker's CPU at 200 replies
+        (bench/README.md, step 14). A broken connection is replaced and the batch sent once
+        more (`_send_all`)."""
         by_shard: dict[int, list] = {}
         for key, value, ttl, group, message in items:
             group_channel = self._get_group_channel_name(group)
             shard = self._get_shard(group_channel)
-            by_shard.setdefault(id(shard), [shard]).append((key, value, ttl, group_channel, self.channel_layer.serialize(message)))
+            by_shard.setdefault(id(shard), [shard]).append(
+                _resp(b"SET", _bytes(key), _bytes(value), b"EX", b"%d" % ttl)
+                + _resp(b"PUBLISH", _bytes(group_channel), self.channel_layer.serialize(message))
+            )
         for shard, *commands in by_shard.values():
             async with shard._lock:
                 shard._ensure_redis()
-                async with shard._redis.pipeline(transaction=False) as pipe:
-                    for key, value, ttl, group_channel, payload in commands:
-                        # The commands as such: redis-py's `set` inspects its arguments on
-                        # every call (5% of a worker's CPU at 200 replies, per frame).
-                        pipe.execute_command("SET", key, value, "EX", ttl)
-                        pipe.execute_command("PUBLISH", group_channel, payload)
-                    await pipe.execute()
-
+                await _send_all(shard._redis.connection_pool, b"".join(commands), 2 * len(commands))
 
     async def forget(self, channel: str) -> None:
         """What a `receive` cancelled while it waits does (channels_redis drops the channel's

@@ -80,30 +80,63 @@ def test_set_and_group_send_many_stores_before_the_event_arrives():
     store.delete(key)
 
 
-def test_in_the_pipeline_each_frames_set_precedes_its_publish(monkeypatch):
-    """Redis runs a pipeline's commands in the order they were queued on its connection: the
-    SET of every frame must be queued before that frame's PUBLISH."""
-    from redis.asyncio.client import Pipeline
+def test_on_the_wire_each_frames_set_precedes_its_publish():
+    """Redis runs the commands of one connection in the order they arrive: the SET of every
+    frame must reach it before that frame's PUBLISH. Read from Redis's own MONITOR, which
+    lists the commands as the server ran them."""
+    import redis
 
-    queued: list[tuple] = []
-    execute = Pipeline.execute
+    monitor_client = redis.Redis.from_url(REDIS_URL)
+    seen: list[tuple[str, str]] = []
+    with monitor_client.monitor() as monitor:
 
-    async def recording_execute(self, *args, **kwargs):
-        queued.extend(tuple(c[0][:2]) for c in self.command_stack)
-        return await execute(self, *args, **kwargs)
+        async def run():
+            layer = _layer()
+            items = [(f"pcp:test:wire:{n}", f"{n}:text é", 60, f"pcp-test-wire-{n}", {"type": "session.html", "n": n}) for n in range(5)]
+            await layer.set_and_group_send_many(items)
+            await layer.flush()
 
-    monkeypatch.setattr(Pipeline, "execute", recording_execute)
+        asyncio.run(run())
+        while len(seen) < 10:
+            command = monitor.next_command()["command"]
+            name, _, rest = command.partition(" ")
+            if "pcp:test:wire:" in rest or "pcp-test-wire-" in rest:
+                seen.append((name, rest.split(" ")[0]))
+    assert [name for name, _ in seen] == ["SET", "PUBLISH"] * 5
+    assert [arg for name, arg in seen if name == "SET"] == [f"pcp:test:wire:{n}" for n in range(5)]
+    assert all(f"pcp-test-wire-{n}" in arg for n, (name, arg) in enumerate(seen[1::2]))
+    client = redis.Redis.from_url(REDIS_URL)
+    assert client.get("pcp:test:wire:3") == "3:text é".encode() and 0 < client.ttl("pcp:test:wire:3") <= 60
+
+
+def test_a_connection_redis_closed_is_replaced_and_an_error_reply_is_raised():
+    """The frames' connection is the shard pool's: one Redis dropped (CLIENT KILL), whether
+    the loop has seen it close yet or not, is replaced and the batch sent again, so it still
+    arrives; a command Redis refuses raises (the sender logs it) and leaves no unread reply
+    on a pooled connection."""
+    import redis
+
+    from playground.events.layer import _resp, _send_all
+
+    client = redis.Redis.from_url(REDIS_URL)
 
     async def run():
         layer = _layer()
-        items = [(f"pcp:test:order:{n}", b"[1, \"t\"]", 60, f"pcp-test-order-{n}", {"type": "session.html", "n": n}) for n in range(5)]
-        await layer.set_and_group_send_many(items)
+        await layer.set_and_group_send_many([("pcp:test:kill:1", "1:a", 60, "pcp-test-kill", {"type": "t"})])
+        shard = layer._get_layer()._get_shard(layer._get_group_channel_name("pcp-test-kill"))
+        pool = shard._redis.connection_pool
+        for n, wait in ((2, 0.0), (6, 0.05)):  # sent at once, or after the loop saw the close
+            assert client.client_kill_filter(_type="normal", skipme=True) >= 1
+            await asyncio.sleep(wait)
+            await layer.set_and_group_send_many([(f"pcp:test:kill:{n}", f"{n}:b", 60, "pcp-test-kill", {"type": "t"})])
+        with pytest.raises(redis.exceptions.ResponseError):
+            await _send_all(pool, _resp(b"SET", b"pcp:test:kill:3", b"x") + _resp(b"NOSUCHCOMMAND") + _resp(b"SET", b"pcp:test:kill:4", b"y"), 3)
+        await _send_all(pool, _resp(b"SET", b"pcp:test:kill:5", b"z"), 1)
         await layer.flush()
 
     asyncio.run(run())
-    names = [(cmd, key if cmd == "SET" else None) for cmd, key in queued]
-    assert [cmd for cmd, _ in names] == ["SET", "PUBLISH"] * 5
-    assert [key for cmd, key in names if cmd == "SET"] == [f"pcp:test:order:{n}" for n in range(5)]
+    assert client.get("pcp:test:kill:2") == b"2:b" and client.get("pcp:test:kill:6") == b"6:b", "the batches after the kills arrived"
+    assert client.get("pcp:test:kill:5") == b"z", "the pool's connection was usable after the error reply"
 
 
 @pytest.mark.parametrize("text", ["", " 1 2 3", "a:b:c\n\r\n", "12:34", "é 😀 \x01", "[not json"])
