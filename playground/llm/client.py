@@ -194,9 +194,43 @@ def _as_sent(params: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _clean(text: str) -> str:
-    """Model text as the app can store it: PostgreSQL text cannot hold NUL, and a reply that
-    could not be saved would fail every checkpoint and its own end. Shown as U+FFFD."""
-    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+    """Model text as the app can store and send it, the rest shown as U+FFFD: PostgreSQL text
+    cannot hold NUL, and no UTF-8 store (PostgreSQL, Redis) takes a lone UTF-16 surrogate (a
+    JSON `\\ud83d` escape without its other half decodes to a str that has no UTF-8 form).
+    A reply that could not be encoded would fail every checkpoint and its own end, and the
+    live frames of every reply sent in the same batch (events/frames.py). A whole pair in
+    one piece becomes its character; `_Text` joins a pair split across two deltas."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+class _Text:
+    """One stream's text deltas, each made storable by `_clean`. A provider may escape a
+    character outside the BMP as a UTF-16 pair and split the pair across two deltas: a delta
+    that ends in a high surrogate keeps it back, to be joined with the next one's start."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held = ""
+
+    def delta(self, text: str) -> str:
+        if self.held:
+            text, self.held = self.held + text, ""
+        if text and "\ud800" <= text[-1] <= "\udbff":
+            text, self.held = text[:-1], text[-1]
+        return _clean(text)
+
+    def rest(self) -> str:
+        """What is still held when the stream ends: half a pair, shown as U+FFFD."""
+        held, self.held = self.held, ""
+        return "\ufffd" if held else ""
 
 
 async def _sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -265,6 +299,7 @@ async def _stream_chat(client: openai.AsyncOpenAI, request: ReplyRequest):
     usage: Usage | None = None
     model: str | None = None
     finish_reason: str | None = None
+    text = _Text()
     # The SDK sends the request (auth, headers, status errors); the event stream is read here
     # as plain JSON. Building the SDK's typed chunk objects costs ~50 us a token, most of a
     # worker's CPU at 200 concurrent replies (bench/README.md), for three fields we read.
@@ -281,12 +316,14 @@ async def _stream_chat(client: openai.AsyncOpenAI, request: ReplyRequest):
             model = chunk.get("model") or model
             for choice in chunk.get("choices") or ():
                 content = (choice.get("delta") or {}).get("content")
-                if content and isinstance(content, str):
-                    yield TextDelta(_clean(content))
+                if content and isinstance(content, str) and (piece := text.delta(content)):
+                    yield TextDelta(piece)
                 if choice.get("finish_reason"):
                     finish_reason = choice["finish_reason"]
             if chunk.get("usage") is not None:
                 usage = usage_from_chat(chunk["usage"])
+    if tail := text.rest():
+        yield TextDelta(tail)
     if finish_reason is None:
         # The body ended without a finish chunk: the server closed the stream early.
         raise UpstreamError("cut", "The stream ended before the reply was finished; partial text kept, usage not reported.")
@@ -306,12 +343,16 @@ async def _stream_responses(client: openai.AsyncOpenAI, request: ReplyRequest):
         params["reasoning"] = {"effort": request.reasoning_effort}
     stream = await client.responses.create(**_as_sent(params, "input"))
     yield ACCEPTED
+    text = _Text()
     async with stream:
         async for event in stream:
             kind = getattr(event, "type", "")
             if kind == "response.output_text.delta":
-                yield TextDelta(_clean(event.delta))
+                if piece := text.delta(event.delta):
+                    yield TextDelta(piece)
             elif kind in ("response.completed", "response.incomplete"):
+                if tail := text.rest():
+                    yield TextDelta(tail)
                 response = event.response
                 usage = usage_from_responses(response.usage) if response.usage else Usage(reported=False, missing=("usage",))
                 reason = "stop" if kind == "response.completed" else getattr(response.incomplete_details, "reason", "incomplete")

@@ -148,3 +148,25 @@ def test_aiohttps_own_errors_read_as_the_mapped_ones_did():
     assert translate(aiohttp.SocketTimeoutError("x"), True).kind == "timeout"
     assert translate(aiohttp.SocketTimeoutError("x"), False).kind == "timeout"
     assert translate(aiohttp.ServerDisconnectedError(), False).message == "The provider closed the connection before the reply began."
+
+
+def test_utf16_escapes_arrive_as_storable_text_a_split_pair_joined():
+    """JSON may escape a character outside the BMP as a UTF-16 pair ("\\ud83d\\ude00"); a
+    provider can split the pair across two deltas, or send half of one. The text the app
+    gets is always encodable as UTF-8 (PostgreSQL and Redis take nothing else): a pair,
+    split or not, is its character; a lone half, and NUL, are U+FFFD."""
+    pieces = ['"whole \\ud83d\\ude00"', '"split \\ud83d"', '"\\ude00 end"', '" lone \\udc00"', '" nul \\u0000"', '" last \\ud83d"']
+    body = b"".join(b'data: {"choices":[{"index":0,"delta":{"content":' + p.encode() + b'}}]}\n\n' for p in pieces)
+    body += _chunk(finish="stop") + b"data: [DONE]\n\n"
+
+    async def run():
+        runner, url, _ = await _serve(_streamed(body, split=5))
+        try:
+            return await _reply(url)
+        finally:
+            await llm.pool_close()
+            await runner.cleanup()
+
+    text, done = asyncio.run(run())
+    assert text == "whole 😀split 😀 end lone \ufffd nul \ufffd last \ufffd"
+    assert done is not None and text.encode("utf-8")
