@@ -205,3 +205,42 @@ def test_a_tab_that_ends_with_an_event_in_hand_leaves_no_subscription():
     held, after = asyncio.run(run())
     assert held == (True, 1), "without forget the closed tab's channel stays subscribed"
     assert after == (False, 0)
+
+
+def test_a_tab_behind_gets_its_queued_html_events_joined_in_order_and_nothing_else():
+    """A tab that fell behind (chat/consumers.py `_receive_joined`): the HTML events queued
+    behind the one it receives come with it as one message, their fragments in the order
+    they were published; the first event of another type stays queued and comes next, and
+    the HTML after it is joined on its own turn."""
+    from playground import events as ev
+    from playground.chat.consumers import SessionConsumer
+
+    async def run():
+        layer = _layer()
+        channel = await layer.new_channel()
+        await layer.group_add("pcp-test-join", channel)
+        published = [{"type": ev.HTML_EVENT, "html": f"<p>{n}</p>"} for n in range(4)]
+        published += [{"type": ev.TURN_ENDED_EVENT, "message_id": 1, "end": "e"}]
+        published += [{"type": ev.HTML_EVENT, "html": f"<p>{n}</p>"} for n in range(4, 6)]
+        for message in published:
+            await layer.group_send("pcp-test-join", message)
+        queue = layer._get_layer().channels[channel]
+        for _ in range(50):  # until the layer's reader has queued all seven
+            if queue.qsize() == len(published):
+                break
+            await asyncio.sleep(0.02)
+        tab = SessionConsumer()
+        tab.channel_layer, tab.channel_name = layer, channel
+        tab.channel_receive = lambda: layer.receive(channel)
+        got = [await tab._receive_joined() for _ in range(3)]
+        left = queue.qsize()
+        await layer.group_discard("pcp-test-join", channel)
+        await layer.forget(channel)
+        await layer.flush()
+        return got, left
+
+    got, left = asyncio.run(run())
+    assert got[0] == {"type": "session.html", "html": "<p>0</p><p>1</p><p>2</p><p>3</p>"}
+    assert got[1]["type"] == "session.turn_ended"
+    assert got[2] == {"type": "session.html", "html": "<p>4</p><p>5</p>"}
+    assert left == 0
