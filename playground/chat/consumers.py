@@ -47,7 +47,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()
             self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
-            sources.append(self._receive_joined if hasattr(self.channel_layer, "take_waiting") else self.channel_receive)
+            sources.append(self.channel_receive)
         self.base_send = send
         try:
             await _in_turn(sources, self.dispatch)
@@ -60,19 +60,6 @@ class SessionConsumer(AsyncWebsocketConsumer):
                     await forget(self.channel_name)
                 except events.TRANSPORT_ERRORS:  # Redis is down: its subscriptions went with it
                     logger.warning("tab's channel not unsubscribed (Redis unreachable)")
-
-    async def _receive_joined(self) -> dict:
-        """The next session event; an HTML event joined with the HTML events queued right
-        behind it, when the tab has fallen behind (a busy process, a slow socket): one
-        WebSocket message and one write for all of them instead of one each (htmx swaps
-        every fragment of a message in order, as it would have swapped them one by one).
-        Taken here, in the task that reads the channel, so the order stays the channel's."""
-        message = await self.channel_receive()
-        if message.get("type") == events.HTML_EVENT:
-            waiting = self.channel_layer.take_waiting(self.channel_name, events.HTML_EVENT)
-            if waiting:
-                message = {"type": events.HTML_EVENT, "html": message["html"] + "".join(m["html"] for m in waiting)}
-        return message
 
     async def connect(self):
         self._resyncs = []

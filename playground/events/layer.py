@@ -8,7 +8,6 @@ from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 TAB_QUEUE_LIMIT = 1000  # events waiting for one tab (consumer) before the oldest are dropped
-WAITING_LIMIT = 100  # waiting events a tab takes at once (take_waiting): one write stays small
 
 
 def _resp(*args: bytes) -> bytes:
@@ -55,18 +54,6 @@ class _NewestQueue(asyncio.Queue):
         while self.full():
             self.get_nowait()
         super().put_nowait(item)
-
-    def take_front(self, keep, limit: int) -> list:
-        """Take items from the front while `keep(item)` gives something for them (what it
-        gives is returned) and fewer than `limit` are taken; the first refused one stays."""
-        taken = []
-        while len(taken) < limit and not self.empty():
-            kept = keep(self._queue[0])
-            if kept is None:
-                break
-            self.get_nowait()
-            taken.append(kept)
-        return taken
 
 
 class _BoundedLoopLayer(RedisPubSubLoopLayer):
@@ -123,18 +110,3 @@ class BoundedPubSubChannelLayer(RedisPubSubChannelLayer):
 
     async def forget(self, channel: str) -> None:
         await self._get_layer().forget(channel)
-
-    def take_waiting(self, channel: str, message_type: str, limit: int = WAITING_LIMIT) -> list[dict]:
-        """The messages of `message_type` already queued for `channel`, from the front up to
-        the first of another type (which stays queued), without waiting: what a tab that fell
-        behind can send in one write (chat/consumers.py). Call from the one task that
-        receives on the channel, so nothing it took is overtaken."""
-        queue = self._get_layer().channels.get(channel)
-        if queue is None or queue.empty():
-            return []
-
-        def of_type(raw):
-            message = self.deserialize(raw)
-            return message if message.get("type") == message_type else None
-
-        return queue.take_front(of_type, limit)
