@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 TAB_QUEUE_LIMIT = 1000  # events waiting for one tab (consumer) before the oldest are dropped
 
@@ -22,27 +21,21 @@ def _bytes(value: str | bytes) -> bytes:
 
 async def _send_all(pool, commands: bytes, replies: int) -> None:
     """Write `commands` (RESP, `replies` of them) on one connection of `pool` and read their
-    replies. A connection that breaks (one Redis closed since its last use, or a restart) is
-    dropped and the whole batch written once more on a fresh one, as redis-py's pipeline
-    retries: safe for frames, whose SETs are idempotent and whose repeated PUBLISH a page
-    drops by its seq. A Redis error reply is raised, its connection dropped (replies left
-    unread would be read by the next user)."""
-    for attempt in (1, 2):
-        conn = await pool.get_connection()
-        try:
-            await conn.send_packed_command(commands, check_health=False)
-            for _ in range(replies):
-                await conn.read_response()
-            return
-        except (RedisConnectionError, OSError):
-            await conn.disconnect(nowait=True)
-            if attempt == 2:
-                raise
-        except BaseException:
-            await conn.disconnect(nowait=True)
-            raise
-        finally:
-            await pool.release(conn)
+    replies; the first error, a Redis error reply or a broken connection, is raised (the
+    frame sender logs it and the batch is lost: the tabs see the gap in seq and resync), as
+    redis-py's pipeline raised it (channels_redis's pool retries nothing). The connection is
+    dropped then, so no unread reply waits on it; one Redis closed since its last use is
+    replaced by the pool's own check when it is taken."""
+    conn = await pool.get_connection()
+    try:
+        await conn.send_packed_command(commands, check_health=False)
+        for _ in range(replies):
+            await conn.read_response()
+    except BaseException:
+        await conn.disconnect(nowait=True)
+        raise
+    finally:
+        await pool.release(conn)
 
 
 class _NewestQueue(asyncio.Queue):
@@ -70,8 +63,7 @@ class _BoundedLoopLayer(RedisPubSubLoopLayer):
         as one buffer, their replies read back: what redis-py's pipeline does, without its
         per-command bookkeeping (argument packing, a copy of the response-callback table per
         pipeline, option parsing per reply), which was ~8% of a worker's CPU at 200 replies
-        (bench/README.md, step 14). A broken connection is replaced and the batch sent once
-        more (`_send_all`)."""
+        (bench/README.md, step 14). Errors are raised as the pipeline raised them (`_send_all`)."""
         by_shard: dict[int, list] = {}
         for key, value, ttl, group, message in items:
             group_channel = self._get_group_channel_name(group)
