@@ -11,4 +11,4 @@ $PY -m playground.simulator --host 127.0.0.1 --port "$SIM_PORT" &
 sim=$!
 trap 'kill $sim 2>/dev/null || true' EXIT INT TERM
 echo "Prompt Cache Playground on http://127.0.0.1:${PORT:-8000}/ (simulator provider at $PLAYGROUND_SIMULATOR_URL)"
-.venv/bin/uvicorn playground.asgi:application --host 127.0.0.1 --port "${PORT:-8000}" --no-access-log
+.venv/bin/uvicorn playground.asgi:application --host 127.0.0.1 --port "${PORT:-8000}" --no-access-log --ws-per-message-deflate false

@@ -36,3 +36,23 @@ def test_anonymous_websocket_is_refused(app, sim):
                 pass
 
     asyncio.run(run())
+
+
+def test_frames_are_sent_uncompressed_wherever_the_app_is_served(app, sim):
+    """A browser offers permessage-deflate; the server declines it (bench/README.md, step
+    16: compressing every small frame of every tab cost the web 6-14% of its CPU). The
+    harness serves the app as docker/Dockerfile and scripts/run_embedded.sh do: all three
+    say so."""
+    from pathlib import Path
+
+    owner = new_user(app)
+    session_id, _ = owner.new_session(provider="simulator")
+
+    async def run():
+        async with owner.socket(session_id) as ws:
+            return ws.response.headers.get("Sec-WebSocket-Extensions")
+
+    assert asyncio.run(run()) is None, "the server accepted permessage-deflate"
+    root = Path(__file__).resolve().parents[2]
+    assert '"--ws-per-message-deflate", "false"' in (root / "docker" / "Dockerfile").read_text()
+    assert "--ws-per-message-deflate false" in (root / "scripts" / "run_embedded.sh").read_text()

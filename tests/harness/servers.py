@@ -87,7 +87,9 @@ class AppServer:
         return proc
 
     def start_web(self) -> None:
-        argv = [sys.executable, "-m", "uvicorn", "playground.asgi:application", "--host", "127.0.0.1", "--port", str(self.port)]
+        # As docker/Dockerfile runs it: WebSocket frames uncompressed (bench/README.md, step 16).
+        argv = [sys.executable, "-m", "uvicorn", "playground.asgi:application", "--host", "127.0.0.1", "--port", str(self.port),
+                "--ws-per-message-deflate", "false"]
         if self.web_workers > 1:
             argv += ["--workers", str(self.web_workers)]
         proc = self._spawn("web", argv)
