@@ -121,7 +121,7 @@ def test_a_body_cut_mid_reply_is_a_cut_and_silence_a_read_timeout():
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         await response.write(_chunk("partial"))
-        await asyncio.sleep(3)
+        await asyncio.sleep(1.0)  # past the 0.5 s read timeout; the server's cleanup waits for it
         return response
 
     async def failure(handler, read_timeout):
