@@ -274,8 +274,8 @@ def _body(response) -> AsyncIterator[bytes]:
 
     On the SDK's aiohttp transport, with no content encoding, read from aiohttp's own stream:
     through httpx2's response and the transport's adapter each read passed four more async
-    generators and an exception-mapping context, ~11 us of CPU a token, 40% of reading a
-    stream (bench/README.md, step 15). aiohttp's errors come unmapped then, which `_translate`
+    generators and an exception-mapping context, ~3-5 us of CPU a token (bench/README.md,
+    step 15). aiohttp's errors come unmapped then, which `_translate`
     reads anyway (`_transport_failure`); the read timeout is aiohttp's own either way. An
     encoded body (the transport asks aiohttp not to decompress) or another transport goes
     through httpx2, which decodes. Closing the SDK's response still releases the connection
