@@ -18,16 +18,23 @@ def _layer():
     return events.BoundedPubSubChannelLayer(hosts=[REDIS_URL])
 
 
+async def _tab_with_events(layer, group: str, count: int, settle: float) -> str:
+    """A tab's channel in `group`, `count` session events published to the group, and
+    `settle` seconds for every PUBLISH to reach this process's subscriber."""
+    channel = await layer.new_channel()
+    await layer.group_add(group, channel)
+    for n in range(count):
+        await layer.group_send(group, {"type": "session.html", "n": n})
+    await asyncio.sleep(settle)
+    return channel
+
+
 def test_a_tab_that_stops_reading_keeps_only_the_newest_events(monkeypatch):
     monkeypatch.setattr(events.layer, "TAB_QUEUE_LIMIT", 10)
 
     async def run():
         layer = _layer()
-        channel = await layer.new_channel()
-        await layer.group_add("pcp-test-bounded", channel)
-        for n in range(25):
-            await layer.group_send("pcp-test-bounded", {"type": "session.html", "n": n})
-        await asyncio.sleep(0.5)  # every PUBLISH reaches this process's subscriber meanwhile
+        channel = await _tab_with_events(layer, "pcp-test-bounded", 25, settle=0.5)
         waiting = layer._get_layer().channels[channel].qsize()
         got = [(await layer.receive(channel))["n"] for _ in range(waiting)]
         await layer.flush()
@@ -186,11 +193,7 @@ def test_a_tab_that_ends_with_an_event_in_hand_leaves_no_subscription():
 
     async def run():
         layer = _layer()
-        channel = await layer.new_channel()
-        await layer.group_add("pcp-test-forget", channel)
-        for n in range(5):
-            await layer.group_send("pcp-test-forget", {"type": "session.html", "n": n})
-        await asyncio.sleep(0.3)
+        channel = await _tab_with_events(layer, "pcp-test-forget", 5, settle=0.3)
         slow = asyncio.Event()
 
         async def dispatch(_message):
